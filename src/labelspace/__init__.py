@@ -1,0 +1,16 @@
+"""labelspace: metric learning for multi-label text.
+
+Train, evaluate and serve text embedding models and classifiers where one text can carry
+several labels. See the README for a tour.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("labelspace")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,166 @@
+"""In-memory datasets: labelled texts, scored pairs, and triplets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labelspace.data.labels import LabelMatrix, LabelSet
+
+
+@dataclass
+class LabeledDataset:
+    """Texts with zero, one or several labels each.
+
+    Example:
+        >>> from labelspace.data import LabelSet, LabelMatrix
+        >>> label_set = LabelSet(["bug", "refund"])
+        >>> data = LabeledDataset(["app crashes", "money back please"],
+        ...                       LabelMatrix.from_lists([[0], [1]], 2), label_set)
+        >>> data[1]
+        ('money back please', ['refund'])
+    """
+
+    texts: list[str]
+    labels: LabelMatrix
+    label_set: LabelSet
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} label rows")
+        if self.labels.num_labels != len(self.label_set):
+            raise ValueError(
+                f"label matrix has {self.labels.num_labels} columns but the label set has "
+                f"{len(self.label_set)} labels"
+            )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> tuple[str, list[str]]:
+        names = self.label_set.names
+        return self.texts[index], [names[i] for i in self.labels.row(index)]
+
+    def label_names(self, index: int) -> list[str]:
+        """Label names of item ``index``."""
+        return self[index][1]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> LabeledDataset:
+        """The items at ``indices`` (in that order), same label set."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return LabeledDataset(
+            [self.texts[i] for i in indices.tolist()], self.labels[indices], self.label_set, self.source
+        )
+
+    @classmethod
+    def from_label_names(
+        cls,
+        texts: Sequence[str],
+        label_names: Sequence[Sequence[str]],
+        label_set: LabelSet | None = None,
+    ) -> LabeledDataset:
+        """Build from label names per text; the label set is the sorted names when not given."""
+        if len(texts) != len(label_names):
+            raise ValueError(f"{len(texts)} texts but {len(label_names)} label lists")
+        if label_set is None:
+            label_set = LabelSet(sorted({name for names in label_names for name in names}))
+        ids = [[label_set.index(name) for name in names] for names in label_names]
+        return cls(list(texts), LabelMatrix.from_lists(ids, len(label_set)), label_set)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """``[{"text": ..., "labels": [names]}, ...]``, e.g. for writing JSONL."""
+        names = self.label_set.names
+        return [
+            {"text": text, "labels": [names[i] for i in ids]}
+            for text, ids in zip(self.texts, self.labels.to_lists(), strict=True)
+        ]
+
+
+@dataclass
+class PairDataset:
+    """Pairs of texts with a similarity score in [0, 1] (1 = same meaning / positive).
+
+    Example:
+        >>> pairs = PairDataset(["a cat"], ["a kitten"], np.array([0.75]))
+        >>> len(pairs), float(pairs.scores[0])
+        (1, 0.75)
+    """
+
+    text1: list[str]
+    text2: list[str]
+    scores: np.ndarray
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        if not (len(self.text1) == len(self.text2) == len(self.scores)):
+            raise ValueError(
+                f"text1, text2 and scores differ in length: {len(self.text1)}, {len(self.text2)}, {len(self.scores)}"
+            )
+        if self.scores.size and (
+            not np.isfinite(self.scores).all() or self.scores.min() < 0 or self.scores.max() > 1
+        ):
+            raise ValueError("pair scores must be finite numbers in [0, 1]")
+
+    def __len__(self) -> int:
+        return len(self.text1)
+
+    def __getitem__(self, index: int) -> tuple[str, str, float]:
+        return self.text1[index], self.text2[index], float(self.scores[index])
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PairDataset)
+            and self.text1 == other.text1
+            and self.text2 == other.text2
+            and np.array_equal(self.scores, other.scores)
+        )
+
+
+@dataclass
+class TripletDataset:
+    """Anchors with a positive and one or several negatives each.
+
+    ``negatives`` is a list of str (one negative each) or a list of lists of str.
+
+    Example:
+        >>> triplets = TripletDataset(["refund?"], ["money back"], ["app crash"])
+        >>> triplets[0]
+        ('refund?', 'money back', ['app crash'])
+    """
+
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[str] | list[list[str]]
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (len(self.anchors) == len(self.positives) == len(self.negatives)):
+            raise ValueError(
+                f"anchors, positives and negatives differ in length: {len(self.anchors)}, "
+                f"{len(self.positives)}, {len(self.negatives)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def num_negatives(self) -> int:
+        """Negatives per anchor (the most any anchor has)."""
+        if not self.negatives:
+            return 0
+        if isinstance(self.negatives[0], str):
+            return 1
+        return max(len(n) for n in self.negatives)
+
+    def negatives_of(self, index: int) -> list[str]:
+        """The negatives of anchor ``index`` as a list."""
+        negatives = self.negatives[index]
+        return [negatives] if isinstance(negatives, str) else list(negatives)
+
+    def __getitem__(self, index: int) -> tuple[str, str, list[str]]:
+        return self.anchors[index], self.positives[index], self.negatives_of(index)
