@@ -147,8 +147,10 @@ def _print_report(report: dict[str, Any]) -> None:
             ),
         )
         summary.add_row("texts without a label", str(report["texts_without_labels"]))
-        summary.add_row("duplicated texts (items / distinct)",
-                        f"{report['duplicated_texts']} / {report['distinct_duplicated_texts']}")
+        summary.add_row(
+            "duplicated texts (items / distinct)",
+            f"{report['duplicated_texts']} / {report['distinct_duplicated_texts']}",
+        )
     elif report["kind"] == "pairs":
         score = report["score"]
         summary.add_row("score min / mean / max", f"{score['min']:g} / {score['mean']:g} / {score['max']:g}")
@@ -156,7 +158,9 @@ def _print_report(report: dict[str, Any]) -> None:
         summary.add_row("pairs of a text with itself", str(report["same_text_pairs"]))
         summary.add_row("duplicated pairs", str(report["duplicated_pairs"]))
     else:
-        summary.add_row("negatives per anchor", ", ".join(f"{k}: {v}" for k, v in report["negatives_per_anchor"].items()))
+        summary.add_row(
+            "negatives per anchor", ", ".join(f"{k}: {v}" for k, v in report["negatives_per_anchor"].items())
+        )
         summary.add_row("positive equal to anchor", str(report["positive_equals_anchor"]))
     summary.add_row("empty texts", str(report["empty_texts"]))
     for unit in ("characters", "words"):
@@ -192,14 +196,24 @@ def data_check(
     labels_file: LabelsFileOption = None,
     delimiter: DelimiterOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+    allow_empty_text: Annotated[
+        bool, typer.Option("--allow-empty-text", help="Count empty texts instead of stopping at the first.")
+    ] = False,
 ) -> None:
     """Validate a data file and print its statistics: label frequencies, cardinality, duplicates, lengths."""
     from labelspace.data.check import describe
 
     dataset = _load(
-        path, file_format=file_format, kind=kind, text_column=text_column, labels_column=labels_column,
-        label_columns=label_columns, label_delimiter=label_delimiter, labels_file=labels_file,
-        delimiter=delimiter, allow_empty_text=True,
+        path,
+        file_format=file_format,
+        kind=kind,
+        text_column=text_column,
+        labels_column=labels_column,
+        label_columns=label_columns,
+        label_delimiter=label_delimiter,
+        labels_file=labels_file,
+        delimiter=delimiter,
+        allow_empty_text=allow_empty_text,
     )
     report = describe(dataset)
     if as_json:
@@ -208,7 +222,9 @@ def data_check(
         _print_report(report)
 
 
-@convert_app.command("triplets-to-pairs", epilog="Example: labelspace convert triplets-to-pairs triplets.csv pairs.jsonl")
+@convert_app.command(
+    "triplets-to-pairs", epilog="Example: labelspace convert triplets-to-pairs triplets.csv pairs.jsonl"
+)
 def convert_triplets_to_pairs(
     input_path: Annotated[Path, typer.Argument(help="Triplets file: anchor, positive, negative[, negative_2 ...].")],
     output_path: Annotated[Path, typer.Argument(help="Pairs file to write (format from its extension).")],
@@ -231,7 +247,9 @@ def _parse_fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise CommandError(f"--fractions: expected numbers separated by commas such as 0.8,0.1,0.1; got {text!r}") from None
+        raise CommandError(
+            f"--fractions: expected numbers separated by commas such as 0.8,0.1,0.1; got {text!r}"
+        ) from None
     if len(values) not in (2, 3):
         raise CommandError(f"--fractions: expected 2 or 3 fractions (train,dev[,test]); got {text!r}")
     return values
@@ -261,8 +279,15 @@ def split_command(
     if output_format not in ("jsonl", "csv", "tsv", "parquet"):
         raise CommandError(f"--output-format: expected jsonl, csv, tsv or parquet; got {output_format!r}")
     dataset = _load(
-        path, file_format=file_format, kind="labeled", text_column=text_column, labels_column=labels_column,
-        label_columns=label_columns, label_delimiter=label_delimiter, labels_file=labels_file, delimiter=delimiter,
+        path,
+        file_format=file_format,
+        kind="labeled",
+        text_column=text_column,
+        labels_column=labels_column,
+        label_columns=label_columns,
+        label_delimiter=label_delimiter,
+        labels_file=labels_file,
+        delimiter=delimiter,
     )
     assert isinstance(dataset, LabeledDataset)
     indices = stratified_split_indices(dataset.labels, shares, seed=seed)
@@ -277,8 +302,11 @@ def split_command(
     overall = dataset.labels.label_counts() / max(len(dataset), 1)
     per_split = label_shares(dataset.labels, indices)
     for label_id, label in enumerate(dataset.label_set.names):
-        table.add_row(label, f"{100 * overall[label_id]:.1f}%",
-                      *(f"{100 * per_split[k, label_id]:.1f}%" for k in range(len(indices))))
+        table.add_row(
+            label,
+            f"{100 * overall[label_id]:.1f}%",
+            *(f"{100 * per_split[k, label_id]:.1f}%" for k in range(len(indices))),
+        )
     console.print(table)
     console.print(f"wrote {', '.join(f'{name}.{output_format}' for name in names)} to {out}")
 

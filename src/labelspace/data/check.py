@@ -32,7 +32,7 @@ def length_statistics(texts: Sequence[str]) -> dict[str, dict[str, float]]:
             "min": int(values.min()),
             "mean": round(float(values.mean()), 2),
             "median": float(np.median(values)),
-            "p95": float(np.percentile(values, 95)),
+            "p95": round(float(np.percentile(values, 95)), 2),
             "max": int(values.max()),
         }
     return result

@@ -34,8 +34,7 @@ class LabeledDataset:
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} label rows")
         if self.labels.num_labels != len(self.label_set):
             raise ValueError(
-                f"label matrix has {self.labels.num_labels} columns but the label set has "
-                f"{len(self.label_set)} labels"
+                f"label matrix has {self.labels.num_labels} columns but the label set has {len(self.label_set)} labels"
             )
 
     def __len__(self) -> int:
@@ -101,9 +100,7 @@ class PairDataset:
             raise ValueError(
                 f"text1, text2 and scores differ in length: {len(self.text1)}, {len(self.text2)}, {len(self.scores)}"
             )
-        if self.scores.size and (
-            not np.isfinite(self.scores).all() or self.scores.min() < 0 or self.scores.max() > 1
-        ):
+        if self.scores.size and (not np.isfinite(self.scores).all() or self.scores.min() < 0 or self.scores.max() > 1):
             raise ValueError("pair scores must be finite numbers in [0, 1]")
 
     def __len__(self) -> int:

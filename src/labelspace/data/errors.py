@@ -42,4 +42,3 @@ class DataFormatError(ValueError):
             parts.append(f"column '{self.column}'")
         parts.append(self.message)
         return ": ".join(parts)
-

@@ -80,8 +80,10 @@ class LabelSet:
         try:
             return self._index[name]
         except KeyError:
-            raise KeyError(f"unknown label '{name}' (known: {', '.join(self._names[:20])}"
-                           f"{', ...' if len(self._names) > 20 else ''})") from None
+            raise KeyError(
+                f"unknown label '{name}' (known: {', '.join(self._names[:20])}"
+                f"{', ...' if len(self._names) > 20 else ''})"
+            ) from None
 
     def get(self, name: str) -> int | None:
         """The id of ``name``, or None when it is not in the set."""

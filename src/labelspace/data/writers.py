@@ -40,7 +40,9 @@ def _columns(dataset: LabeledDataset | PairDataset | TripletDataset, list_labels
         columns: dict[str, list[Any]] = {"anchor": dataset.anchors, "positive": dataset.positives}
         negatives = [dataset.negatives_of(i) for i in range(len(dataset))]
         for k in range(dataset.num_negatives):
-            columns["negative" if k == 0 else f"negative_{k + 1}"] = [row[k] if k < len(row) else "" for row in negatives]
+            columns["negative" if k == 0 else f"negative_{k + 1}"] = [
+                row[k] if k < len(row) else "" for row in negatives
+            ]
         return columns
     raise TypeError(f"cannot write {type(dataset).__name__}")
 
@@ -50,7 +52,9 @@ def save(dataset: LabeledDataset | PairDataset | TripletDataset, path: str | os.
     path = Path(path)
     file_format = EXTENSIONS.get(path.suffix.lower())
     if file_format is None:
-        raise ValueError(f"{path}: cannot tell the format from the extension (expected one of {', '.join(sorted(EXTENSIONS))})")
+        raise ValueError(
+            f"{path}: cannot tell the format from the extension (expected one of {', '.join(sorted(EXTENSIONS))})"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = _columns(dataset, list_labels=file_format in ("jsonl", "parquet"))
     names = list(columns)

@@ -24,9 +24,36 @@ from labelspace.data.labels import LabelSet
 from labelspace.data.readers import load
 
 GOEMOTIONS_LABELS = LabelSet(
-    "admiration amusement anger annoyance approval caring confusion curiosity desire "
-    "disappointment disapproval disgust embarrassment excitement fear gratitude grief joy love "
-    "nervousness optimism pride realization relief remorse sadness surprise neutral".split()
+    [
+        "admiration",
+        "amusement",
+        "anger",
+        "annoyance",
+        "approval",
+        "caring",
+        "confusion",
+        "curiosity",
+        "desire",
+        "disappointment",
+        "disapproval",
+        "disgust",
+        "embarrassment",
+        "excitement",
+        "fear",
+        "gratitude",
+        "grief",
+        "joy",
+        "love",
+        "nervousness",
+        "optimism",
+        "pride",
+        "realization",
+        "relief",
+        "remorse",
+        "sadness",
+        "surprise",
+        "neutral",
+    ]
 )
 GOEMOTIONS_SPLITS = ("train", "dev", "test")
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/google-research/google-research/master/goemotions/data"
@@ -95,8 +122,12 @@ def goemotions_dir(
         raise FileNotFoundError(
             f"GoEmotions {split} not found in {folder}; set LABELSPACE_GOEMOTIONS_DIR or allow download"
         )
-    _download(folder, [f"{split}.tsv", "labels.txt"],
-              base_url or os.environ.get("LABELSPACE_GOEMOTIONS_URL", DEFAULT_BASE_URL), timeout)
+    _download(
+        folder,
+        [f"{split}.tsv", "labels.txt"],
+        base_url or os.environ.get("LABELSPACE_GOEMOTIONS_URL", DEFAULT_BASE_URL),
+        timeout,
+    )
     return folder
 
 
