@@ -70,6 +70,10 @@ class _Table:
     line_word: str = "line"  # "line" for text files, "row" for frames and Parquet
     header_line: int = 1
     class_label_names: dict[str, list[str]] | None = None
+    integer_ids: bool = False  # GoEmotions: every label must be an integer id
+    # Delimited text has no null: there the words "nan" / "null" stand for a missing text. JSON,
+    # Parquet and frames have real nulls, so a string "null" there is a text like any other.
+    null_words: bool = True
 
     def error(self, line: int | None, column: str | None, message: str) -> DataFormatError:
         return DataFormatError(self.source, line, column, message, line_word=self.line_word)
@@ -111,7 +115,8 @@ def load(
         labels_column: the labels column (default: the first of ``labels``, ``label``, ...):
             a list, a JSON list, or a delimited string of label names or integer ids.
         label_columns: one 0/1 column per label (SemEval style): a list of names or ``"auto"``
-            (every column besides the text column whose values are all 0/1).
+            (every column besides the text column whose values are all 0/1; an empty cell in
+            such a column is reported as an error, not taken as a reason to drop the column).
         label_delimiter: separator inside a labels cell; by default the first of ``|``,
             ``;``, ``,`` that occurs in the file.
         labels_file: one label name a line; integer ids in the data index into it.
@@ -195,7 +200,7 @@ def _read_table(source: Any, *, format: str | None, delimiter: str | None) -> tu
             )
     if format == "parquet":
         return _table_from_parquet(path), format
-    text = _decode(path, delimiter or ("," if format == "csv" else "\t"))
+    text = _decode(path, format, delimiter or ("," if format == "csv" else "\t"))
     if not text.strip():
         raise DataFormatError(
             path, 1, None,
@@ -211,7 +216,7 @@ def _read_table(source: Any, *, format: str | None, delimiter: str | None) -> tu
     return _table_from_delimited(path, text, delimiter or ("," if format == "csv" else "\t")), format
 
 
-def _decode(path: Path, field_delimiter: str) -> str:
+def _decode(path: Path, file_format: str, field_delimiter: str) -> str:
     """UTF-8 text of the file with any BOM removed; bad bytes are reported by line and column."""
     raw = path.read_bytes()
     try:
@@ -219,11 +224,7 @@ def _decode(path: Path, field_delimiter: str) -> str:
     except UnicodeDecodeError as error:
         line_start = raw.rfind(b"\n", 0, error.start) + 1
         line = raw.count(b"\n", 0, error.start) + 1
-        prefix = raw[line_start : error.start]
-        field_index = prefix.count(field_delimiter.encode())
-        header = raw.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
-        names = header.split(field_delimiter)
-        column = names[field_index].strip('"') if line > 1 and field_index < len(names) else None
+        column = _column_of_byte(raw, error.start, file_format, field_delimiter)
         byte = raw[error.start : error.start + 1].hex()
         raise DataFormatError(
             path, line, column,
@@ -232,14 +233,41 @@ def _decode(path: Path, field_delimiter: str) -> str:
         ) from None
 
 
-def _check_header(path: Path, columns: list[str]) -> None:
+def _column_of_byte(raw: bytes, offset: int, file_format: str, field_delimiter: str) -> str | None:
+    """The column holding byte ``offset`` of a delimited file (None in the header, JSONL, ...)."""
+    if file_format not in ("csv", "tsv", "goemotions"):
+        return None
+    # "x" stands in for the bad byte so that the field it starts is always the last one parsed
+    prefix = raw[:offset].decode("utf-8-sig", "replace") + "x"
+    first_line = prefix.split("\n", 1)[0].rstrip("\r")
+    if file_format == "goemotions" or (field_delimiter == "\t" and _looks_like_goemotions(first_line)):
+        if "\n" not in prefix:
+            return None
+        names = ["text", "labels", "id"]
+        position = prefix.rsplit("\n", 1)[1].count("\t")
+        return names[position] if position < len(names) else None
+    try:
+        records = [
+            record
+            for record in csv.reader(io.StringIO(prefix, newline=""), delimiter=field_delimiter)
+            if record and not (len(record) == 1 and not record[0].strip())
+        ]
+    except csv.Error:
+        return None
+    if len(records) < 2:  # the bad byte is in the header
+        return None
+    header, position = records[0], len(records[-1]) - 1
+    return header[position].strip() if position < len(header) else None
+
+
+def _check_header(path: Path, columns: list[str], line: int = 1) -> None:
     seen: dict[str, int] = {}
     for position, name in enumerate(columns, start=1):
         if name == "":
-            raise DataFormatError(path, 1, None, f"column {position} of the header has no name")
+            raise DataFormatError(path, line, None, f"column {position} of the header has no name")
         if name in seen:
             raise DataFormatError(
-                path, 1, name,
+                path, line, name,
                 f"column name appears twice (columns {seen[name]} and {position}); "
                 "expected unique column names",
             )
@@ -259,14 +287,20 @@ def _table_from_delimited(path: Path, text: str, delimiter: str) -> _Table:
                 continue
             if header is None:
                 header = [name.strip() for name in record]
-                _check_header(path, header)
+                _check_header(path, header, start_line)
                 header_line = start_line
                 continue
             if len(record) != len(header):
+                hint = ""
+                if reader.line_num > start_line and any("\n" in field or "\r" in field for field in record):
+                    hint = (
+                        f"; a quoted field runs from line {start_line} to line {reader.line_num}: "
+                        "is a closing quote missing?"
+                    )
                 raise DataFormatError(
                     path, start_line, None,
-                    f"found {len(record)} fields, expected {len(header)} "
-                    f"({', '.join(header)}) separated by {delimiter!r}",
+                    f"found {len(record)} field{'s' if len(record) != 1 else ''}, expected {len(header)} "
+                    f"({', '.join(header)}) separated by {delimiter!r}{hint}",
                 )
             rows.append((start_line, record))
     except csv.Error as error:
@@ -297,7 +331,7 @@ def _table_from_goemotions(path: Path, text: str) -> _Table:
                 f"found {len(fields)} tab-separated fields, expected 3 (text, label ids, comment id)",
             )
         rows.append((number, fields))
-    return _Table(str(path), ["text", "labels", "id"], rows, header_line=0)
+    return _Table(str(path), ["text", "labels", "id"], rows, header_line=0, integer_ids=True)
 
 
 def _table_from_jsonl(path: Path, text: str) -> _Table:
@@ -311,7 +345,7 @@ def _table_from_jsonl(path: Path, text: str) -> _Table:
         except json.JSONDecodeError as error:
             raise DataFormatError(
                 path, number, None,
-                f"malformed JSON at column {error.colno}: {error.msg} (expected one JSON object a line)",
+                f"malformed JSON at character {error.colno}: {error.msg} (expected one JSON object a line)",
             ) from None
         if not isinstance(record, dict):
             raise DataFormatError(
@@ -329,7 +363,7 @@ def _table_from_jsonl(path: Path, text: str) -> _Table:
                 cells.extend([_MISSING] * (len(columns) - len(cells)))
             rows[-1] = (number, [record.get(name, _MISSING) for name in columns])
     assert columns is not None
-    return _Table(str(path), columns, rows, header_line=0)
+    return _Table(str(path), columns, rows, header_line=0, null_words=False)
 
 
 def _table_from_frame(frame: Any, source: str, class_label_names: dict[str, list[str]] | None = None) -> _Table:
@@ -346,7 +380,9 @@ def _table_from_frame(frame: Any, source: str, class_label_names: dict[str, list
         raise DataFormatError(source, None, None, "has no rows (expected at least one item)")
     data = [frame.iloc[:, position].tolist() for position in range(len(columns))]
     rows = [(number + 1, [column[number] for column in data]) for number in range(len(frame))]
-    return _Table(source, columns, rows, line_word="row", header_line=0, class_label_names=class_label_names)
+    return _Table(
+        source, columns, rows, line_word="row", header_line=0, class_label_names=class_label_names, null_words=False
+    )
 
 
 def _table_from_parquet(path: Path) -> _Table:
@@ -396,14 +432,27 @@ def _is_null(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in NULL_WORDS and value.strip() != ""
 
 
+_TEXT_NULL_WORDS = ("nan", "null")
+
+
+def _no_text(table: _Table, value: Any) -> bool:
+    """True for a missing, null, NaN or blank text cell (and "nan" / "null" in delimited files)."""
+    if value is None or value is _MISSING or (isinstance(value, float) and math.isnan(value)):
+        return True
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return not word or (table.null_words and word in _TEXT_NULL_WORDS)
+    return False
+
+
 def _text_cell(table: _Table, line: int, column: str, value: Any, allow_empty: bool) -> str:
     if value is _MISSING:
         raise table.error(line, column, "key is missing (expected a text)")
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise table.error(line, column, "cell is empty/NaN (expected a text)")
+        raise table.error(line, column, "cell is empty (null/NaN; expected a text)")
     if not isinstance(value, str):
         raise table.error(line, column, f"expected a text, found {type(value).__name__} {value!r}")
-    if value.strip().lower() in ("nan", "null"):
+    if table.null_words and value.strip().lower() in _TEXT_NULL_WORDS:
         raise table.error(line, column, f"cell is {value.strip()!r} (expected a text)")
     if not value.strip() and not allow_empty:
         raise table.error(line, column, "text is empty (expected a non-empty text)")
@@ -455,7 +504,7 @@ def _to_pairs(table: _Table, text1: str, text2: str, score: str, allow_empty: bo
 
 def _score_cell(table: _Table, line: int, column: str, value: Any) -> float:
     expected = "expected a number in [0, 1]"
-    if _is_null(value):
+    if _is_null(value) or (isinstance(value, str) and not value.strip()):
         raise table.error(line, column, f"cell is empty/NaN ({expected})")
     if isinstance(value, bool):
         return float(value)
@@ -491,7 +540,7 @@ def _to_triplets(table: _Table, anchor: str, positive: str, allow_empty: bool) -
         row: list[str] = []
         for name, position in zip(negative_columns, positions, strict=True):
             value = cells[position]
-            if _is_null(value) or (isinstance(value, str) and not value.strip()):
+            if _no_text(table, value):
                 if not row and name == negative_columns[0]:
                     raise table.error(line, name, "triplet has no negative (expected a negative text)")
                 continue
@@ -518,9 +567,9 @@ def _to_labeled(
     texts = _texts(table, text_name, allow_empty_text)
     if label_columns is None and labels_column is None:
         lowered = {name.lower() for name in table.columns}
-        if not any(candidate in lowered for candidate in LABELS_COLUMN_CANDIDATES):
-            if _binary_columns(table, exclude={text_name}):
-                label_columns = "auto"
+        has_labels_column = any(candidate in lowered for candidate in LABELS_COLUMN_CANDIDATES)
+        if not has_labels_column and _binary_columns(table, exclude={text_name}):
+            label_columns = "auto"
     if label_columns is not None:
         matrix, label_set = _labels_from_binary_columns(table, label_columns, text_name, label_set)
     else:
@@ -554,13 +603,30 @@ def _binary_value(value: Any) -> int | None:
     return None
 
 
+def _is_blank(value: Any) -> bool:
+    return _is_null(value) or (isinstance(value, str) and not value.strip())
+
+
 def _binary_columns(table: _Table, exclude: set[str]) -> list[str]:
+    """Columns whose values are all 0/1 flags, empty cells aside (at least one flag).
+
+    A 0/1 column with an empty cell is still found, so that the empty cell is reported
+    (file, line, column) instead of the whole label column being dropped without a word.
+    """
     found = []
     for position, name in enumerate(table.columns):
         if name in exclude:
             continue
-        if all(_binary_value(cells[position]) is not None for _, cells in table.rows):
-            found.append(name)
+        flags = 0
+        for _, cells in table.rows:
+            value = cells[position]
+            if _binary_value(value) is not None:
+                flags += 1
+            elif not _is_blank(value):
+                break
+        else:
+            if flags:
+                found.append(name)
     return found
 
 
@@ -595,6 +661,8 @@ def _labels_from_binary_columns(
     for row_index, (line, cells) in enumerate(table.rows):
         for label_id, position in enumerate(order):
             value = _binary_value(cells[position])
+            if value is None and _is_blank(cells[position]):
+                raise table.error(line, table.columns[position], "cell is empty/NaN (expected 0 or 1)")
             if value is None:
                 raise table.error(
                     line, table.columns[position], f"{cells[position]!r} is not a 0/1 label flag (expected 0 or 1)"
@@ -621,7 +689,9 @@ def _label_tokens(table: _Table, line: int, column: str, value: Any, delimiter: 
                 parsed = json.loads(stripped)
             except json.JSONDecodeError as error:
                 raise table.error(
-                    line, column, f"malformed JSON list at character {error.colno}: {error.msg}"
+                    line, column,
+                    f"malformed JSON list at character {error.colno}: {error.msg} "
+                    '(expected a JSON list of names or ids, e.g. ["anger", "joy"], with double quotes)',
                 ) from None
             if not isinstance(parsed, list):
                 raise table.error(line, column, "expected a JSON list of labels")
@@ -629,13 +699,17 @@ def _label_tokens(table: _Table, line: int, column: str, value: Any, delimiter: 
         else:
             tokens = stripped.split(delimiter) if delimiter else [stripped]
     else:
-        raise table.error(line, column, f"expected a list or a string of labels, found {type(value).__name__} {value!r}")
+        raise table.error(
+            line, column, f"expected a list or a string of labels, found {type(value).__name__} {value!r}"
+        )
     result: list[Any] = []
     for token in tokens:
         if isinstance(token, str):
             token = token.strip()
             if not token:
-                raise table.error(line, column, f"empty label name in {value!r} (expected names separated by {delimiter!r})")
+                raise table.error(
+                    line, column, f"empty label name in {value!r} (expected names separated by {delimiter!r})"
+                )
             if token.lower() in NULL_WORDS:
                 raise table.error(line, column, f"{token!r} is not a label (expected label names or ids)")
         elif isinstance(token, float) and math.isnan(token):
@@ -676,16 +750,22 @@ def _labels_from_column(
     token_rows = [
         (line, _label_tokens(table, line, column, cells[position], delimiter)) for line, cells in table.rows
     ]
+    if table.integer_ids:
+        for line, tokens in token_rows:
+            for token in tokens:
+                if not (isinstance(token, int) or _INTEGER.match(str(token))):
+                    raise table.error(
+                        line, column,
+                        f"label id {str(token)!r} is not an integer (expected comma-separated integer "
+                        "ids, e.g. 3,17, each the line of a name in labels.txt counting from 0)",
+                    )
     if label_set is None and table.class_label_names and column in table.class_label_names:
         label_set = LabelSet(table.class_label_names[column])
         label_set_origin = "the dataset's ClassLabel names"
     if label_set is None:
         names = {str(token) for _, tokens in token_rows for token in tokens}
-        if names and all(_INTEGER.match(name) for name in names):
-            ordered = sorted(names, key=int)
-        else:
-            ordered = sorted(names)
-        label_set = LabelSet(ordered)
+        integers = bool(names) and all(_INTEGER.match(name) for name in names)
+        label_set = LabelSet(sorted(names, key=int) if integers else sorted(names))
     size = len(label_set)
     ignored = 0
     id_rows: list[list[int]] = []
@@ -707,10 +787,11 @@ def _labels_from_column(
                 if unknown_labels == "ignore":
                     ignored += 1
                     continue
+                shown = ", ".join(label_set.names[:12]) + (", ..." if size > 12 else "")
                 raise table.error(
                     line, column,
-                    f"label '{name}' is not in {label_set_origin} (expected one of "
-                    f"{', '.join(label_set.names[:12])}{', ...' if size > 12 else ''}, or an integer id in 0..{size - 1})",
+                    f"label '{name}' is not in {label_set_origin} "
+                    f"(expected one of {shown}, or an integer id in 0..{size - 1})",
                 )
             ids.append(label_id)
         id_rows.append(ids)

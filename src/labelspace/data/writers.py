@@ -30,8 +30,9 @@ def _columns(dataset: LabeledDataset | PairDataset | TripletDataset, list_labels
         names = dataset.label_set.names
         labels = [[names[i] for i in ids] for ids in dataset.labels.to_lists()]
         if not list_labels:
-            if any("|" in name for name in names):
-                raise ValueError("a label name contains '|': write JSONL or Parquet to keep label lists intact")
+            if any(mark in name for name in names for mark in "|;,"):
+                # the reader would split such names: write each cell as a JSON list instead
+                return {"text": dataset.texts, "labels": [json.dumps(row, ensure_ascii=False) for row in labels]}
             return {"text": dataset.texts, "labels": ["|".join(row) for row in labels]}
         return {"text": dataset.texts, "labels": labels}
     if isinstance(dataset, PairDataset):
