@@ -1,0 +1,57 @@
+"""What every miner shares: labels / multi-hot labels / a Relation in, an indices_tuple out.
+
+A miner looks at the embeddings of a batch and picks the pairs or triplets worth training on.
+It is called as ``miner(embeddings, labels)`` where ``labels`` is a 1-D tensor of class ids,
+a B x num_labels 0/1 matrix, or a `Relation`, and returns pytorch-metric-learning's
+``indices_tuple``: ``(a, p, n)`` for triplet miners, ``(a1, p, a2, n)`` for pair miners,
+ready for any labelspace (or pytorch-metric-learning) loss. Mining runs without gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from labelspace.distances import BaseDistance
+from labelspace.relations import IndicesTuple, Relation, Rule, resolve_relation
+
+
+class BaseMiner(torch.nn.Module):
+    """Base class of labelspace's miners; subclasses implement `mine`."""
+
+    def __init__(
+        self,
+        distance: BaseDistance,
+        *,
+        rule: Rule = "overlap",
+        min_shared: int = 1,
+        pos_threshold: float = 0.5,
+        neg_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.distance = distance
+        self.rule: Rule = rule
+        self.min_shared = min_shared
+        self.pos_threshold = pos_threshold
+        self.neg_threshold = neg_threshold
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | Relation) -> IndicesTuple:
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
+            raise ValueError("embeddings must be a 2-D tensor (batch x dim)")
+        if isinstance(labels, torch.Tensor):
+            labels = labels.to(embeddings.device)
+        with torch.no_grad():
+            relation = resolve_relation(
+                labels,
+                None,
+                embeddings.shape[0],
+                rule=self.rule,
+                min_shared=self.min_shared,
+                pos_threshold=self.pos_threshold,
+                neg_threshold=self.neg_threshold,
+            )
+            if relation.device != embeddings.device:
+                relation = relation.to(embeddings.device)
+            return self.mine(embeddings.detach(), relation)
+
+    def mine(self, embeddings: torch.Tensor, relation: Relation) -> IndicesTuple:
+        raise NotImplementedError

@@ -1,0 +1,229 @@
+"""Relations: which pairs of a batch are positives, which are negatives, and how strongly.
+
+Labels (one integer per item, or a multi-hot row per item), explicit pair or triplet indices
+all become one `Relation`: two B x B boolean masks and optional B x B weights. Miners and
+losses speak only in relations, so every loss behaves the same on single-label, multi-label
+and pair/triplet data. Everything here is vectorised: one B x B matrix product, no Python
+loop over items.
+
+Rules for multi-hot labels (``L`` is the B x num_labels 0/1 matrix, ``shared = L Lᵀ``):
+
+- ``overlap`` (default): positive when two items share at least ``min_shared`` labels,
+  negative when they share none.
+- ``jaccard``: positive when Jaccard >= ``pos_threshold``, negative when Jaccard <=
+  ``neg_threshold``, ignored in between; ``weight`` is the Jaccard similarity.
+- ``exact``: positive when the label sets are equal, negative when they share none.
+
+An item is never its own positive (nor its own negative). Items with no labels share nothing
+with anyone, so they are negatives to everything.
+
+Example:
+    >>> import torch
+    >>> labels = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]])
+    >>> relation = Relation.from_labels(labels)
+    >>> relation.positive.int().tolist()
+    [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    >>> relation.negative.int().tolist()
+    [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]]
+    >>> [t.tolist() for t in relation.pair_indices()]
+    [[0, 1], [1, 0], [0, 0, 1, 1, 2, 2, 2, 3, 3, 3], [2, 3, 2, 3, 0, 1, 3, 0, 1, 2]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Rule = Literal["overlap", "jaccard", "exact"]
+IndicesTuple = (
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+)
+RULES = ("overlap", "jaccard", "exact")
+
+
+def _check_labels(labels: torch.Tensor) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() == 1:
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"1-D labels must be integer class ids, got dtype {labels.dtype}")
+        return labels
+    if labels.dim() == 2:
+        if labels.numel() and not ((labels == 0) | (labels == 1)).all():
+            raise ValueError("2-D labels must be a 0/1 multi-hot matrix (batch x num_labels)")
+        return labels
+    raise ValueError(f"labels must be 1-D class ids or a 2-D 0/1 matrix, got shape {tuple(labels.shape)}")
+
+
+def shared_label_counts(labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    """B x B' number of labels each pair shares (1-D labels: 1 when equal, else 0)."""
+    labels = _check_labels(labels)
+    other = labels if other is None else _check_labels(other)
+    if labels.dim() == 1:
+        return (labels[:, None] == other[None, :]).to(torch.float32)
+    left = labels.to(torch.float32)
+    right = other.to(torch.float32)
+    return left @ right.T
+
+
+@dataclass
+class Relation:
+    """Positive and negative masks over the pairs of a batch, with optional weights.
+
+    Attributes:
+        positive: B x B bool, ``positive[i, j]`` when j is a positive of anchor i.
+        negative: B x B bool, ``negative[i, j]`` when j is a negative of anchor i.
+        weight: optional B x B float (e.g. Jaccard similarity) for losses that use graded
+            relevance; ``None`` means every positive counts 1.
+    """
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+    weight: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.positive.shape != self.negative.shape or self.positive.dim() != 2:
+            raise ValueError(
+                f"positive and negative masks must be 2-D and of one shape, got "
+                f"{tuple(self.positive.shape)} and {tuple(self.negative.shape)}"
+            )
+        if self.weight is not None and self.weight.shape != self.positive.shape:
+            raise ValueError(f"weight has shape {tuple(self.weight.shape)}, expected {tuple(self.positive.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.positive.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.positive.device
+
+    def to(self, device: torch.device | str) -> Relation:
+        """The same relation on another device."""
+        weight = None if self.weight is None else self.weight.to(device)
+        return Relation(self.positive.to(device), self.negative.to(device), weight)
+
+    @classmethod
+    def from_labels(
+        cls,
+        labels: torch.Tensor,
+        *,
+        rule: Rule = "overlap",
+        min_shared: int = 1,
+        pos_threshold: float = 0.5,
+        neg_threshold: float = 0.0,
+    ) -> Relation:
+        """Build the relation of a batch from 1-D class ids or a B x num_labels 0/1 matrix."""
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+        if min_shared < 1:
+            raise ValueError(f"min_shared must be at least 1, got {min_shared}")
+        if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
+            raise ValueError(
+                f"expected 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold={neg_threshold}, "
+                f"pos_threshold={pos_threshold}"
+            )
+        labels = _check_labels(labels)
+        size = labels.shape[0]
+        not_self = ~torch.eye(size, dtype=torch.bool, device=labels.device)
+        shared = shared_label_counts(labels)
+        if labels.dim() == 1:
+            same = shared > 0
+            weight = same.to(torch.float32) if rule == "jaccard" else None
+            return cls(same & not_self, ~same, weight)
+        counts = labels.to(torch.float32).sum(dim=1)
+        negative = (shared == 0) & not_self
+        if rule == "overlap":
+            positive = (shared >= min_shared) & not_self
+            return cls(positive, negative)
+        if rule == "exact":
+            equal = (shared == counts[:, None]) & (shared == counts[None, :]) & (counts[:, None] > 0)
+            return cls(equal & not_self, negative)
+        union = counts[:, None] + counts[None, :] - shared
+        jaccard = torch.where(union > 0, shared / union.clamp(min=1), torch.zeros_like(shared))
+        positive = (jaccard >= pos_threshold) & not_self
+        negative = (jaccard <= neg_threshold) & not_self
+        return cls(positive, negative, jaccard)
+
+    @classmethod
+    def from_indices_tuple(cls, indices_tuple: IndicesTuple, batch_size: int) -> Relation:
+        """Masks from ``(a1, p, a2, n)`` pairs or ``(a, p, n)`` triplets (pytorch-metric-learning's form)."""
+        if len(indices_tuple) == 3:
+            anchors, positives, negatives = indices_tuple
+            anchors_positive, anchors_negative = anchors, anchors
+        elif len(indices_tuple) == 4:
+            anchors_positive, positives, anchors_negative, negatives = indices_tuple
+        else:
+            raise ValueError(
+                f"indices_tuple must have 3 (a, p, n) or 4 (a1, p, a2, n) tensors, got {len(indices_tuple)}"
+            )
+        device = anchors_positive.device
+        positive = torch.zeros(batch_size, batch_size, dtype=torch.bool, device=device)
+        negative = torch.zeros_like(positive)
+        positive[anchors_positive.long(), positives.long()] = True
+        negative[anchors_negative.long(), negatives.long()] = True
+        return cls(positive, negative)
+
+    def pair_indices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(a1, p, a2, n)``: every positive pair and every negative pair, anchor-major order."""
+        anchors_positive, positives = torch.where(self.positive)
+        anchors_negative, negatives = torch.where(self.negative)
+        return anchors_positive, positives, anchors_negative, negatives
+
+    def triplet_indices(
+        self, max_triplets: int | None = None, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(a, p, n)``: every (anchor, positive, negative) combination, in (a, p, n) order.
+
+        The triplets are enumerated from the pair lists without a B x B x B tensor. When
+        there are more than ``max_triplets``, a seeded random subset of that size is kept
+        (sorted, so order stays anchor-major).
+        """
+        device = self.device
+        anchors_positive, positives = torch.where(self.positive)
+        negatives_per_anchor = self.negative.sum(dim=1)
+        anchors_negative, negatives = torch.where(self.negative)
+        first_negative = torch.cumsum(negatives_per_anchor, 0) - negatives_per_anchor
+        per_pair = negatives_per_anchor[anchors_positive]
+        total = int(per_pair.sum())
+        if max_triplets is not None and total > max_triplets:
+            chosen = torch.randint(total, (max_triplets,), generator=generator, device="cpu").to(device)
+            chosen = torch.unique(chosen)  # sorted; drops the rare repeats
+        else:
+            chosen = torch.arange(total, device=device)
+        pair_end = torch.cumsum(per_pair, 0)
+        pair = torch.searchsorted(pair_end, chosen, right=True)
+        offset = chosen - (pair_end[pair] - per_pair[pair])
+        anchor = anchors_positive[pair]
+        return anchor, positives[pair], negatives[first_negative[anchor] + offset]
+
+
+def resolve_relation(
+    labels: torch.Tensor | Relation | None,
+    indices_tuple: IndicesTuple | None,
+    batch_size: int,
+    *,
+    rule: Rule = "overlap",
+    min_shared: int = 1,
+    pos_threshold: float = 0.5,
+    neg_threshold: float = 0.0,
+) -> Relation:
+    """The relation a loss or miner works on: from ``indices_tuple`` when given, else from labels.
+
+    As in pytorch-metric-learning, explicit indices take precedence over labels.
+    """
+    if indices_tuple is not None:
+        return Relation.from_indices_tuple(indices_tuple, batch_size)
+    if labels is None:
+        raise ValueError("give labels (class ids, a multi-hot matrix or a Relation) or an indices_tuple")
+    if isinstance(labels, Relation):
+        if labels.batch_size != batch_size:
+            raise ValueError(f"the relation covers {labels.batch_size} items but the batch has {batch_size}")
+        return labels
+    if labels.shape[0] != batch_size:
+        raise ValueError(f"labels have {labels.shape[0]} rows but the batch has {batch_size} embeddings")
+    return Relation.from_labels(
+        labels, rule=rule, min_shared=min_shared, pos_threshold=pos_threshold, neg_threshold=neg_threshold
+    )
