@@ -28,11 +28,31 @@ from labelspace.relations import IndicesTuple, Relation, Rule, resolve_relation
 
 Reduction = Literal["mean", "mean_nonzero", "sum", "none"]
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
+PositiveWeighting = Literal["none", "jaccard"]
+POSITIVE_WEIGHTINGS = ("none", "jaccard")
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
-    """A zero that keeps the graph (and a zero gradient) through ``embeddings``."""
-    return (embeddings * 0).sum().float()
+    """A zero in the embeddings' dtype that keeps the graph (and a zero gradient) through them."""
+    return (embeddings * 0).sum()
+
+
+def compute_input(embeddings: torch.Tensor) -> torch.Tensor:
+    """The embeddings a loss computes with: half precision is lifted to float32, other dtypes kept.
+
+    exp and cdist in float16/bfloat16 overflow or lack CPU kernels. The float32 gradient is
+    saturated to the half type's finite range before it is cast back: a zero embedding's L2
+    normalisation has a gradient of order 1 / eps = 1e12, which float16 would turn into inf.
+    """
+    if not embeddings.dtype.is_floating_point:
+        raise ValueError(f"embeddings must be a floating point tensor, got dtype {embeddings.dtype}")
+    if embeddings.dtype not in (torch.float16, torch.bfloat16):
+        return embeddings
+    work = embeddings.float()
+    if work.requires_grad:
+        largest = torch.finfo(embeddings.dtype).max
+        work.register_hook(lambda grad: grad.clamp(-largest, largest))
+    return work
 
 
 def reduce(values: torch.Tensor, reduction: Reduction, embeddings: torch.Tensor) -> torch.Tensor:
@@ -52,6 +72,75 @@ def check_embeddings(embeddings: torch.Tensor) -> None:
     if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
         shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
         raise ValueError(f"embeddings must be a 2-D tensor (batch x dim), got {shape}")
+
+
+def check_positive_weighting(positive_weighting: str) -> None:
+    if positive_weighting not in POSITIVE_WEIGHTINGS:
+        raise ValueError(
+            f"positive_weighting must be one of {', '.join(POSITIVE_WEIGHTINGS)}; got {positive_weighting!r}"
+        )
+
+
+def positive_weights(
+    positive_weighting: str,
+    relation: Relation,
+    labels: torch.Tensor | Relation | None,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """B x B weights for the positive pairs, or None when unweighted (see the module docstring)."""
+    if positive_weighting == "none":
+        return None
+    if relation.weight is not None:
+        return relation.weight
+    if isinstance(labels, Relation) and labels.weight is not None:
+        if labels.batch_size != batch_size:
+            raise ValueError(f"the relation covers {labels.batch_size} items but the batch has {batch_size}")
+        return labels.weight.to(device)
+    if isinstance(labels, torch.Tensor):
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels have {labels.shape[0]} rows but the batch has {batch_size} embeddings")
+        return Relation.from_labels(labels.to(device), rule="jaccard").weight
+    raise ValueError(
+        f"positive_weighting={positive_weighting!r} weighs positive pairs by the Jaccard similarity of their "
+        "label sets: pass labels (class ids or a multi-hot matrix, also alongside an indices_tuple) or a Relation "
+        "with weights, e.g. Relation.from_labels(labels, rule='jaccard')"
+    )
+
+
+def reduce_pair_losses(
+    losses: torch.Tensor,
+    reduction: Reduction,
+    *,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reduce non-negative per-pair losses like pytorch-metric-learning's reducers, optionally weighted.
+
+    ``losses`` is either a 1-D tensor of per-pair losses (``mask`` None) or a B x B matrix that is
+    zero outside ``mask``; ``weight`` has the shape of ``losses``. ``"mean"`` is sum(w l) / sum(w)
+    over the pairs, ``"mean_nonzero"`` the same over the pairs with l > 0, ``"sum"`` is sum(w l);
+    with no pair to average (or zero total weight) the result is 0, still attached to the graph, never NaN.
+    """
+    weighted = losses if weight is None else losses * weight
+    if reduction == "none":
+        return weighted if mask is None else weighted[mask]
+    total = weighted.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean_nonzero":
+        counted = losses > 0  # losses are zero outside the mask, so this lies inside it
+    elif reduction == "mean":
+        counted = mask if mask is not None else torch.ones_like(losses, dtype=torch.bool)
+    else:  # pragma: no cover - validated in MetricLoss.__init__
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
+    if weight is None:
+        denominator = counted.sum()
+    else:
+        denominator = torch.where(counted, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)).sum()
+    denominator = denominator.to(total.dtype)
+    # No pair counted: total is 0 too (its gradient is 0), so dividing by 1 gives the zero loss without a sync.
+    return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
 class MetricLoss(torch.nn.Module):

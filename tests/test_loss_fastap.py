@@ -1,0 +1,267 @@
+"""FastAPLoss: parity with pytorch-metric-learning, multi-label histograms in plain Python, invariances, edge cases."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import labelspace.losses.metric.fastap as fastap_module
+from labelspace.distances import CosineSimilarity, LpDistance
+from labelspace.losses.metric.fastap import FastAPLoss
+from labelspace.relations import Relation
+
+pml = pytest.importorskip("pytorch_metric_learning")
+from pytorch_metric_learning import distances as pml_distances  # noqa: E402
+from pytorch_metric_learning import losses as pml_losses  # noqa: E402
+from pytorch_metric_learning import miners as pml_miners  # noqa: E402
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
+
+SIZES = (2, 5, 16, 64, 128)
+DIMS = (3, 32)
+GRID = [(seed, size, dim) for seed in range(4) for size in SIZES for dim in DIMS]
+
+
+def batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float64):
+    """Random embeddings and single-label ids with 2..size classes (so some items lack positives)."""
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = int(torch.randint(2, size + 1, (1,), generator=generator))
+    labels = torch.randint(0, num_classes, (size,), generator=generator)
+    embeddings = torch.randn(size, dim, generator=generator, dtype=torch.float64).to(dtype)
+    return embeddings, labels
+
+
+def value_and_grad(loss, embeddings, labels=None, indices_tuple=None):
+    leaf = embeddings.detach().clone().requires_grad_(True)
+    value = loss(leaf, labels, indices_tuple)
+    value.backward()
+    return value.detach(), leaf.grad
+
+
+def assert_same(ours, theirs, embeddings, labels, indices_tuple=None, atol=1e-5, grad_atol=1e-4):
+    value, grad = value_and_grad(ours, embeddings, labels, indices_tuple)
+    expected_value, expected_grad = value_and_grad(theirs, embeddings, labels, indices_tuple)
+    torch.testing.assert_close(value, expected_value.to(value.dtype), atol=atol, rtol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, atol=grad_atol, rtol=1e-5)
+
+
+def miner_tuples(embeddings, labels):
+    a1, p, a2, n = lmu.get_all_pairs_indices(labels)
+    return [
+        pml_miners.BatchHardMiner()(embeddings, labels),
+        pml_miners.TripletMarginMiner(margin=0.3, type_of_triplets="semihard")(embeddings, labels),
+        (a1[::3], p[::3], a2[::5], n[::5]),
+    ]
+
+
+@pytest.mark.parametrize(("seed", "size", "dim"), GRID)
+def test_default_parity_float64(seed, size, dim):
+    embeddings, labels = batch(seed, size, dim)
+    assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels)
+    # a miner's tuple weights the anchors by how often they occur in it, as in PML
+    for indices_tuple in miner_tuples(embeddings, labels):
+        assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels, indices_tuple)
+
+
+@pytest.mark.parametrize(("seed", "size", "dim"), [(s, b, d) for s in range(3) for b in SIZES for d in DIMS])
+def test_default_parity_float32(seed, size, dim):
+    embeddings, labels = batch(seed, size, dim, torch.float32)
+    value, grad = value_and_grad(FastAPLoss(), embeddings, labels)
+    assert value.dtype == torch.float32
+    assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ({"num_bins": 1}, {"num_bins": 1}),
+        ({"num_bins": 3}, {"num_bins": 3}),
+        ({"num_bins": 25}, {"num_bins": 25}),
+        ({"distance": LpDistance(power=1)}, {"distance": pml_distances.LpDistance(power=1)}),
+        (
+            {"num_bins": 7, "distance": LpDistance(power=3)},
+            {"num_bins": 7, "distance": pml_distances.LpDistance(power=3)},
+        ),
+        ({"distance": LpDistance()}, {"distance": pml_distances.LpDistance()}),
+    ],
+    ids=["1bin", "3bins", "25bins", "power1", "power3", "lp_default"],
+)
+@pytest.mark.parametrize(("seed", "size", "dim"), [(0, 5, 3), (1, 16, 32), (2, 64, 3), (3, 128, 32)])
+def test_non_default_parity(ours, theirs, seed, size, dim):
+    embeddings, labels = batch(seed, size, dim)
+    assert_same(FastAPLoss(**ours), pml_losses.FastAPLoss(**theirs), embeddings, labels)
+    indices_tuple = pml_miners.BatchHardMiner()(embeddings, labels)
+    assert_same(FastAPLoss(**ours), pml_losses.FastAPLoss(**theirs), embeddings, labels, indices_tuple)
+
+
+def test_rejects_distances_pml_rejects():
+    for distance in (CosineSimilarity(), LpDistance(normalize_embeddings=False), LpDistance(p=1)):
+        with pytest.raises(ValueError, match="LpDistance"):
+            FastAPLoss(distance=distance)
+    with pytest.raises(ValueError, match="num_bins"):
+        FastAPLoss(num_bins=0)
+
+
+# ---------------------------------------------------------------- multi-label: the histogram formula in plain Python
+
+
+def plain_fastap(points, is_relevant, is_irrelevant, num_bins=10, power=2):
+    """FastAP written out: soft histograms of (normalised) distances, AP estimate per anchor, mean."""
+    unit = [[x / math.hypot(*point) for x in point] for point in points]
+    delta = 2**power / num_bins
+    centres = [k * delta for k in range(num_bins + 1)]
+    losses = []
+    for i in range(len(unit)):
+        relevant = [j for j in range(len(unit)) if j != i and is_relevant(i, j)]
+        irrelevant = [j for j in range(len(unit)) if j != i and is_irrelevant(i, j)]
+        if not relevant:
+            continue  # anchors without a relevant item are left out
+
+        def histogram(items, i=i):
+            distances = [math.dist(unit[i], unit[j]) ** power for j in items]
+            return [sum(max(0.0, 1 - abs(d - c) / delta) for d in distances) for c in centres]
+
+        positive, negative = histogram(relevant), histogram(irrelevant)
+        precision, positive_so_far, all_so_far = 0.0, 0.0, 0.0
+        for h_positive, h_negative in zip(positive, negative, strict=True):
+            positive_so_far += h_positive
+            all_so_far += h_positive + h_negative
+            if h_positive * positive_so_far > 0 and all_so_far > 0:
+                precision += h_positive * positive_so_far / all_so_far
+        losses.append(1 - precision / len(relevant))
+    return sum(losses) / len(losses)
+
+
+POINTS = [(1.0, 0.0), (0.6, 0.8), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0), (0.8, -0.6), (-0.6, 0.8)]
+MULTI = [[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0], [0, 1, 1]]
+
+
+def shared(a, b):
+    return sum(x * y for x, y in zip(MULTI[a], MULTI[b], strict=True))
+
+
+@pytest.mark.parametrize("num_bins", [2, 5, 10])
+def test_multilabel_overlap_rule_against_plain_python(num_bins):
+    expected = plain_fastap(POINTS, lambda a, b: shared(a, b) > 0, lambda a, b: shared(a, b) == 0, num_bins)
+    value = FastAPLoss(num_bins=num_bins)(torch.tensor(POINTS, dtype=torch.float64), torch.tensor(MULTI))
+    assert value.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_multilabel_exact_and_jaccard_rules_against_plain_python():
+    embeddings, labels = torch.tensor(POINTS, dtype=torch.float64), torch.tensor(MULTI)
+    expected = plain_fastap(POINTS, lambda a, b: MULTI[a] == MULTI[b] and any(MULTI[a]), lambda a, b: shared(a, b) == 0)
+    assert FastAPLoss(rule="exact")(embeddings, labels).item() == pytest.approx(expected, abs=1e-9)
+
+    def jaccard(a, b):
+        union = sum(x | y for x, y in zip(MULTI[a], MULTI[b], strict=True))
+        return shared(a, b) / union if union else 0.0
+
+    # pairs with 0 < Jaccard < 0.5 are in neither histogram
+    expected = plain_fastap(POINTS, lambda a, b: jaccard(a, b) >= 0.5, lambda a, b: jaccard(a, b) == 0)
+    assert FastAPLoss(rule="jaccard")(embeddings, labels).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_hand_computed_value():
+    # anchors 0 and 2 find their only relevant item (each other, squared distance 4) behind item 1
+    # (squared distance 2): AP = 1/2 each; item 1 has no relevant item and is left out.
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert FastAPLoss(num_bins=4)(embeddings, torch.tensor([0, 1, 0])).item() == pytest.approx(0.5)
+    assert FastAPLoss(num_bins=4, reduction="none")(embeddings, torch.tensor([0, 1, 0])).tolist() == [0.5, 0.5]
+
+
+def test_one_label_per_row_multi_hot_equals_single_label():
+    for seed in range(5):
+        embeddings, labels = batch(seed, 40, 8)
+        single = value_and_grad(FastAPLoss(), embeddings, labels)
+        multi = value_and_grad(FastAPLoss(), embeddings, torch.nn.functional.one_hot(labels))
+        assert torch.equal(single[0], multi[0]) and torch.equal(single[1], multi[1])
+
+
+def test_indices_tuple_without_labels_uses_its_pairs_and_weights():
+    embeddings, labels = batch(4, 24, 8)
+    indices_tuple = pml_miners.BatchHardMiner()(embeddings, labels)
+    relation = Relation.from_indices_tuple(indices_tuple, 24)
+    weights = fastap_module.miner_weights(indices_tuple, 24, torch.float64, embeddings.device)
+    per_anchor = FastAPLoss(reduction="none")(embeddings, relation)
+    anchors = relation.positive.any(dim=1)
+    expected = (per_anchor * weights[anchors]).mean()
+    torch.testing.assert_close(FastAPLoss()(embeddings, None, indices_tuple), expected)
+    # with labels, the labels give relevance and the tuple only weights (PML's behaviour)
+    with_labels = FastAPLoss()(embeddings, labels, indices_tuple)
+    torch.testing.assert_close(with_labels, pml_losses.FastAPLoss()(embeddings, labels, indices_tuple))
+
+
+# ---------------------------------------------------------------- invariances
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.integers(2, 24), multi_label=st.booleans(), bins=st.integers(1, 12))
+def test_permutation_invariance(seed, size, multi_label, bins):
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(size, 5, generator=generator, dtype=torch.float64)
+    if multi_label:
+        labels = (torch.rand(size, 4, generator=generator) < 0.35).long()
+    else:
+        labels = torch.randint(0, max(2, size // 3), (size,), generator=generator)
+    permutation = torch.randperm(size, generator=generator)
+    loss = FastAPLoss(num_bins=bins)
+    assert loss(embeddings[permutation], labels[permutation]).item() == pytest.approx(
+        loss(embeddings, labels).item(), abs=1e-5
+    )
+
+
+# ---------------------------------------------------------------- degenerate batches
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [torch.arange(6), torch.zeros(6, 3, dtype=torch.long), torch.eye(6, dtype=torch.long)],
+    ids=["no_positives", "no_labels", "multi_hot_no_positives"],
+)
+def test_no_relevant_items_gives_differentiable_zero(labels):
+    embeddings = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    value = FastAPLoss()(embeddings, labels)
+    assert value.item() == 0.0 and value.dtype == torch.float64 and value.requires_grad
+    (grad,) = torch.autograd.grad(value, embeddings)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    assert FastAPLoss(reduction="none")(embeddings, labels).shape == (0,)
+
+
+def test_all_same_labels_is_perfect_ranking():
+    embeddings = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.zeros(6, dtype=torch.long)
+    value = FastAPLoss()(embeddings, labels)
+    assert value.item() == pytest.approx(0.0, abs=1e-12)
+    assert value.item() == pytest.approx(pml_losses.FastAPLoss()(embeddings, labels).item(), abs=1e-12)
+    value.backward()
+    assert torch.isfinite(embeddings.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_duplicated_and_zero_embeddings_stay_finite(dtype):
+    embeddings = torch.randn(12, 8, dtype=torch.float64)
+    embeddings[3] = embeddings[0]
+    embeddings[4] = -embeddings[0]  # antipodal: the top of the histogram range
+    embeddings[7] = 0
+    embeddings[8] = 0
+    embeddings = embeddings.to(dtype)
+    labels = torch.tensor([0, 0, 1, 0, 1, 2, 2, 3, 3, 1, 0, 2])
+    multi = torch.nn.functional.one_hot(labels) | torch.nn.functional.one_hot((labels + 1) % 4)
+    for given_labels in (labels, multi):
+        value, grad = value_and_grad(FastAPLoss(), embeddings, given_labels)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+        assert grad.dtype == dtype
+        assert value.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    if dtype == torch.float64:
+        assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels)
+    if dtype in (torch.float16, torch.bfloat16):  # half precision is computed in float32
+        expected = FastAPLoss()(embeddings.float(), labels)
+        assert FastAPLoss()(embeddings, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_docstring_example_runs():
+    assert doctest.testmod(fastap_module, raise_on_error=False).failed == 0
