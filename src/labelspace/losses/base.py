@@ -143,6 +143,22 @@ def reduce_pair_losses(
     return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
+# Row-blocked losses process about this many elements at a time on CPU, so temporaries stay in cache.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(rows: int, cols: int, device: torch.device) -> list[slice]:
+    """Slices of rows covering a rows x cols matrix in cache-sized blocks (one block off the CPU)."""
+    step = rows if device.type != "cpu" else max(1, BLOCK_ELEMENTS // max(cols, 1))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def check_disjoint(relation: Relation) -> None:
+    """A pair is either positive or negative (pytorch-metric-learning asserts the same)."""
+    if bool((relation.positive & relation.negative).any()):
+        raise ValueError("a pair is both positive and negative: each pair must be either positive or negative")
+
+
 class MetricLoss(torch.nn.Module):
     """Base class of labelspace's metric losses.
 

@@ -1,0 +1,1 @@
+"""Metric losses on embeddings (see `labelspace.losses` for the public names)."""
