@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -11,49 +12,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import labelspace.losses.base as losses_base
+import metric_testing
 from labelspace import distances
 from labelspace.losses.metric import circle
 from labelspace.losses.metric.circle import CircleLoss, circle_rows
 from labelspace.relations import Relation
+from metric_testing import (
+    DIMS,
+    SEEDS,
+    SIZES,
+    assert_finite,
+    cosine,
+    import_pml,
+    multi_hot,
+    permutation_batch,
+    pml_returns_zero_for,
+    random_batch,
+    value_and_grad,
+)
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+pml_losses, pml_miners = import_pml("losses", "miners")
 
-SIZES = [2, 5, 16, 64, 128]
-DIMS = [3, 32]
-SEEDS = range(6)
-
-
-def random_batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float64):
-    """Embeddings and 1-D labels with 2..size classes (so small batches often have no positive pair)."""
-    generator = torch.Generator().manual_seed(seed)
-    classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=dtype)
-    return embeddings, labels
-
-
-def value_and_grad(loss_fn, embeddings, labels=None, indices_tuple=None):
-    embeddings = embeddings.detach().clone().requires_grad_(True)
-    loss = loss_fn(embeddings, labels, indices_tuple)
-    (grad,) = torch.autograd.grad(loss, embeddings)
-    return loss.detach(), grad
-
-
-def assert_parity(ours, theirs, embeddings, labels=None, indices_tuple=None):
-    our_loss, our_grad = value_and_grad(ours, embeddings, labels, indices_tuple)
-    their_loss, their_grad = value_and_grad(theirs, embeddings, labels, indices_tuple)
-    assert our_loss.dtype == embeddings.dtype
-    tight = embeddings.dtype == torch.float64
-    torch.testing.assert_close(our_loss, their_loss, atol=1e-7 if tight else 1e-5, rtol=1e-7 if tight else 1e-5)
-    # Circle gradients are large (gamma = 80): compare them relative to their scale.
-    scale = max(1.0, their_grad.abs().max().item())
-    torch.testing.assert_close(our_grad / scale, their_grad / scale, atol=1e-4, rtol=1e-4)
-
-
-def pml_returns_zero_for(indices_tuple) -> bool:
-    """pytorch-metric-learning's GenericPairLoss returns 0 when every index list has at most one entry."""
-    return all(len(indices) <= 1 for indices in indices_tuple)
+# float64 losses to 1e-7, float32 to 1e-5; PML's loss is not cast, so its dtype must match ours.
+# Circle gradients are large (gamma = 80): compare them relative to their scale.
+assert_parity = partial(metric_testing.assert_parity, float64_tol=1e-7, cast_theirs=False, scale_grads=True)
 
 
 # --- parity with pytorch-metric-learning --------------------------------------------------------
@@ -146,14 +128,6 @@ JACCARD_POSITIVES = {0: [1], 1: [0], 2: [3], 3: [2], 4: []}
 JACCARD_NEGATIVES = OVERLAP_NEGATIVES
 
 
-def multi_hot(label_sets, num_labels=3):
-    return torch.tensor([[int(k in labels) for k in range(num_labels)] for labels in label_sets])
-
-
-def cosine(u, v):
-    return (u[0] * v[0] + u[1] * v[1]) / (math.hypot(*u) * math.hypot(*v))
-
-
 def logsumexp(values):
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
@@ -216,13 +190,9 @@ def test_one_label_per_row_equals_single_label():
     multilabel=st.booleans(),
 )
 def test_permutation_invariance(seed, size, num_labels, multilabel):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 5, generator=generator, dtype=torch.float64)
-    if multilabel:
-        labels = (torch.rand(size, num_labels, generator=generator) < 0.4).long()
-    else:
-        labels = torch.randint(0, num_labels, (size,), generator=generator)
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(
+        seed, size, 5, multi_label=multilabel, num_labels=num_labels, num_classes=num_labels
+    )
     loss = CircleLoss()
     torch.testing.assert_close(
         loss(embeddings[permutation], labels[permutation]), loss(embeddings, labels), atol=1e-5, rtol=1e-5
@@ -230,10 +200,6 @@ def test_permutation_invariance(seed, size, num_labels, multilabel):
 
 
 # --- degenerate batches -------------------------------------------------------------------------
-
-
-def assert_finite(loss, grad):
-    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
 
 
 @pytest.mark.parametrize(

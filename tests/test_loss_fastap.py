@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -14,39 +15,22 @@ import labelspace.losses.metric.fastap as fastap_module
 from labelspace.distances import CosineSimilarity, LpDistance
 from labelspace.losses.metric.fastap import FastAPLoss
 from labelspace.relations import Relation
+from metric_testing import (
+    DIMS,
+    GRID,
+    SIZES,
+    assert_parity,
+    duplicated_and_zero_batch,
+    import_pml,
+    permutation_batch,
+    random_batch,
+    value_and_grad,
+)
 
-pml = pytest.importorskip("pytorch_metric_learning")
-from pytorch_metric_learning import distances as pml_distances  # noqa: E402
-from pytorch_metric_learning import losses as pml_losses  # noqa: E402
-from pytorch_metric_learning import miners as pml_miners  # noqa: E402
-from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
+pml_distances, pml_losses, pml_miners, lmu = import_pml("distances", "losses", "miners", "utils.loss_and_miner_utils")
 
-SIZES = (2, 5, 16, 64, 128)
-DIMS = (3, 32)
-GRID = [(seed, size, dim) for seed in range(4) for size in SIZES for dim in DIMS]
-
-
-def batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float64):
-    """Random embeddings and single-label ids with 2..size classes (so some items lack positives)."""
-    generator = torch.Generator().manual_seed(seed)
-    num_classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, num_classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=torch.float64).to(dtype)
-    return embeddings, labels
-
-
-def value_and_grad(loss, embeddings, labels=None, indices_tuple=None):
-    leaf = embeddings.detach().clone().requires_grad_(True)
-    value = loss(leaf, labels, indices_tuple)
-    value.backward()
-    return value.detach(), leaf.grad
-
-
-def assert_same(ours, theirs, embeddings, labels, indices_tuple=None, atol=1e-5, grad_atol=1e-4):
-    value, grad = value_and_grad(ours, embeddings, labels, indices_tuple)
-    expected_value, expected_grad = value_and_grad(theirs, embeddings, labels, indices_tuple)
-    torch.testing.assert_close(value, expected_value.to(value.dtype), atol=atol, rtol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, atol=grad_atol, rtol=1e-5)
+# values to 1e-5, gradients to atol 1e-4 and rtol 1e-5; PML's value is cast to our dtype
+assert_same = partial(assert_parity, check_dtype=False, grad_rtol=1e-5)
 
 
 def miner_tuples(embeddings, labels):
@@ -60,7 +44,7 @@ def miner_tuples(embeddings, labels):
 
 @pytest.mark.parametrize(("seed", "size", "dim"), GRID)
 def test_default_parity_float64(seed, size, dim):
-    embeddings, labels = batch(seed, size, dim)
+    embeddings, labels = random_batch(seed, size, dim)
     assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels)
     # a miner's tuple weights the anchors by how often they occur in it, as in PML
     for indices_tuple in miner_tuples(embeddings, labels):
@@ -69,7 +53,7 @@ def test_default_parity_float64(seed, size, dim):
 
 @pytest.mark.parametrize(("seed", "size", "dim"), [(s, b, d) for s in range(3) for b in SIZES for d in DIMS])
 def test_default_parity_float32(seed, size, dim):
-    embeddings, labels = batch(seed, size, dim, torch.float32)
+    embeddings, labels = random_batch(seed, size, dim, torch.float32, via_float64=True)
     value, grad = value_and_grad(FastAPLoss(), embeddings, labels)
     assert value.dtype == torch.float32
     assert_same(FastAPLoss(), pml_losses.FastAPLoss(), embeddings, labels)
@@ -92,7 +76,7 @@ def test_default_parity_float32(seed, size, dim):
 )
 @pytest.mark.parametrize(("seed", "size", "dim"), [(0, 5, 3), (1, 16, 32), (2, 64, 3), (3, 128, 32)])
 def test_non_default_parity(ours, theirs, seed, size, dim):
-    embeddings, labels = batch(seed, size, dim)
+    embeddings, labels = random_batch(seed, size, dim)
     assert_same(FastAPLoss(**ours), pml_losses.FastAPLoss(**theirs), embeddings, labels)
     indices_tuple = pml_miners.BatchHardMiner()(embeddings, labels)
     assert_same(FastAPLoss(**ours), pml_losses.FastAPLoss(**theirs), embeddings, labels, indices_tuple)
@@ -175,14 +159,14 @@ def test_hand_computed_value():
 
 def test_one_label_per_row_multi_hot_equals_single_label():
     for seed in range(5):
-        embeddings, labels = batch(seed, 40, 8)
+        embeddings, labels = random_batch(seed, 40, 8)
         single = value_and_grad(FastAPLoss(), embeddings, labels)
         multi = value_and_grad(FastAPLoss(), embeddings, torch.nn.functional.one_hot(labels))
         assert torch.equal(single[0], multi[0]) and torch.equal(single[1], multi[1])
 
 
 def test_indices_tuple_without_labels_uses_its_pairs_and_weights():
-    embeddings, labels = batch(4, 24, 8)
+    embeddings, labels = random_batch(4, 24, 8)
     indices_tuple = pml_miners.BatchHardMiner()(embeddings, labels)
     relation = Relation.from_indices_tuple(indices_tuple, 24)
     weights = fastap_module.miner_weights(indices_tuple, 24, torch.float64, embeddings.device)
@@ -201,13 +185,9 @@ def test_indices_tuple_without_labels_uses_its_pairs_and_weights():
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), size=st.integers(2, 24), multi_label=st.booleans(), bins=st.integers(1, 12))
 def test_permutation_invariance(seed, size, multi_label, bins):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 5, generator=generator, dtype=torch.float64)
-    if multi_label:
-        labels = (torch.rand(size, 4, generator=generator) < 0.35).long()
-    else:
-        labels = torch.randint(0, max(2, size // 3), (size,), generator=generator)
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(
+        seed, size, 5, multi_label=multi_label, num_labels=4, num_classes=max(2, size // 3), density=0.35
+    )
     loss = FastAPLoss(num_bins=bins)
     assert loss(embeddings[permutation], labels[permutation]).item() == pytest.approx(
         loss(embeddings, labels).item(), abs=1e-5
@@ -243,14 +223,8 @@ def test_all_same_labels_is_perfect_ranking():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_duplicated_and_zero_embeddings_stay_finite(dtype):
-    embeddings = torch.randn(12, 8, dtype=torch.float64)
-    embeddings[3] = embeddings[0]
-    embeddings[4] = -embeddings[0]  # antipodal: the top of the histogram range
-    embeddings[7] = 0
-    embeddings[8] = 0
-    embeddings = embeddings.to(dtype)
-    labels = torch.tensor([0, 0, 1, 0, 1, 2, 2, 3, 3, 1, 0, 2])
-    multi = torch.nn.functional.one_hot(labels) | torch.nn.functional.one_hot((labels + 1) % 4)
+    # row 4 is antipodal to row 0: the top of the histogram range
+    embeddings, labels, multi = duplicated_and_zero_batch(dtype, antipodes=(4,))
     for given_labels in (labels, multi):
         value, grad = value_and_grad(FastAPLoss(), embeddings, given_labels)
         assert torch.isfinite(value) and torch.isfinite(grad).all()

@@ -18,57 +18,26 @@ from labelspace import distances
 from labelspace.losses.metric import ntxent
 from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.relations import Relation
+from metric_testing import (
+    DIMS,
+    SIZES,
+    assert_finite_with_gradient,
+    assert_parity,
+    both_directions,
+    import_pml,
+    permutation_batch,
+    pml_returns_zero_for,
+    random_batch,
+    random_pair_subset,
+    value_and_grad,
+)
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
-pml_reducers = pytest.importorskip("pytorch_metric_learning.reducers")
-
-SIZES = [2, 5, 16, 64, 128]
-DIMS = [3, 32]
+pml_losses, pml_distances, pml_miners, pml_reducers = import_pml("losses", "distances", "miners", "reducers")
 
 
 def seeds_for(size: int) -> range:
     """Fewer seeds for big batches: pytorch-metric-learning's NTXent is O(positives x negatives)."""
     return range(6) if size <= 16 else range(3) if size <= 64 else range(2)
-
-
-def random_batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float64):
-    """Embeddings and 1-D labels with 2..size classes (so small batches often have no positive pair)."""
-    generator = torch.Generator().manual_seed(seed)
-    classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=dtype)
-    return embeddings, labels
-
-
-def value_and_grad(loss_fn, embeddings, labels=None, indices_tuple=None):
-    embeddings = embeddings.detach().clone().requires_grad_(True)
-    loss = loss_fn(embeddings, labels, indices_tuple)
-    (grad,) = torch.autograd.grad(loss, embeddings)
-    return loss.detach(), grad
-
-
-def assert_parity(ours, theirs, embeddings, labels=None, indices_tuple=None):
-    our_loss, our_grad = value_and_grad(ours, embeddings, labels, indices_tuple)
-    their_loss, their_grad = value_and_grad(theirs, embeddings, labels, indices_tuple)
-    assert our_loss.dtype == embeddings.dtype
-    torch.testing.assert_close(our_loss, their_loss.to(our_loss.dtype), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(our_grad, their_grad, atol=1e-4, rtol=1e-4)
-
-
-def random_pair_subset(labels: torch.Tensor, seed: int):
-    """A random half of all positive and negative pairs, without duplicates."""
-    generator = torch.Generator().manual_seed(seed)
-    a1, p, a2, n = Relation.from_labels(labels).pair_indices()
-    keep_positive = torch.rand(len(a1), generator=generator) < 0.5
-    keep_negative = torch.rand(len(a2), generator=generator) < 0.5
-    return a1[keep_positive], p[keep_positive], a2[keep_negative], n[keep_negative]
-
-
-def pml_returns_zero_for(indices_tuple) -> bool:
-    """pytorch-metric-learning's GenericPairLoss returns 0 when every index list has at most one entry."""
-    return all(len(indices) <= 1 for indices in indices_tuple)
 
 
 # --- parity with pytorch-metric-learning --------------------------------------------------------
@@ -173,10 +142,6 @@ def hand_jaccard(i: int, j: int) -> float:
     a = {k for k, v in enumerate(HAND_LABELS[i]) if v}
     b = {k for k, v in enumerate(HAND_LABELS[j]) if v}
     return len(a & b) / len(a | b)
-
-
-def both_directions(pairs):
-    return pairs + [(j, i) for i, j in pairs]
 
 
 def hand_ntxent(positive_pairs, negative_pairs, weighted=False):
@@ -295,10 +260,7 @@ def test_one_label_per_row_equals_single_label(weighting):
     rule=st.sampled_from(["overlap", "jaccard", "exact"]),
 )
 def test_permutation_invariance(seed, size, num_labels, weighting, rule):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 4, generator=generator)
-    labels = (torch.rand(size, num_labels, generator=generator) < 0.4).long()
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(seed, size, 4, num_labels=num_labels, dtype=torch.float32)
     loss = NTXentLoss(positive_weighting=weighting, rule=rule)
     torch.testing.assert_close(
         loss(embeddings[permutation], labels[permutation]), loss(embeddings, labels), atol=1e-5, rtol=1e-5
@@ -306,15 +268,6 @@ def test_permutation_invariance(seed, size, num_labels, weighting, rule):
 
 
 # --- degenerate batches ---------------------------------------------------------------------------
-
-
-def assert_finite_with_gradient(loss_fn, embeddings, labels):
-    embeddings = embeddings.detach().clone().requires_grad_(True)
-    loss = loss_fn(embeddings, labels)
-    loss.backward()
-    assert torch.isfinite(loss).item()
-    assert embeddings.grad is not None and torch.isfinite(embeddings.grad).all()
-    return loss.detach(), embeddings.grad
 
 
 @pytest.mark.parametrize("weighting", ["none", "jaccard"])

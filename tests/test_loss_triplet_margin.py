@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -15,40 +16,24 @@ import labelspace.losses.metric.triplet_margin as triplet_module
 from labelspace.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss, pairs_to_triplets
 from labelspace.relations import Relation
+from metric_testing import (
+    DIMS,
+    GRID,
+    assert_finite,
+    assert_parity,
+    duplicated_and_zero_batch,
+    import_pml,
+    permutation_batch,
+    random_batch,
+    value_and_grad,
+)
 
-pml = pytest.importorskip("pytorch_metric_learning")
-from pytorch_metric_learning import distances as pml_distances  # noqa: E402
-from pytorch_metric_learning import losses as pml_losses  # noqa: E402
-from pytorch_metric_learning import miners as pml_miners  # noqa: E402
-from pytorch_metric_learning import reducers as pml_reducers  # noqa: E402
-from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
+pml_distances, pml_losses, pml_miners, pml_reducers, lmu = import_pml(
+    "distances", "losses", "miners", "reducers", "utils.loss_and_miner_utils"
+)
 
-SIZES = (2, 5, 16, 64, 128)
-DIMS = (3, 32)
-GRID = [(seed, size, dim) for seed in range(4) for size in SIZES for dim in DIMS]
-
-
-def batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float64):
-    """Random embeddings and single-label ids with 2..size classes (so some items lack positives)."""
-    generator = torch.Generator().manual_seed(seed)
-    num_classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, num_classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=torch.float64).to(dtype)
-    return embeddings, labels
-
-
-def value_and_grad(loss, embeddings, labels=None, indices_tuple=None):
-    leaf = embeddings.detach().clone().requires_grad_(True)
-    value = loss(leaf, labels, indices_tuple)
-    value.backward()
-    return value.detach(), leaf.grad
-
-
-def assert_same(ours, theirs, embeddings, labels=None, indices_tuple=None, atol=1e-5, grad_atol=1e-4, rtol=1e-5):
-    value, grad = value_and_grad(ours, embeddings, labels, indices_tuple)
-    expected_value, expected_grad = value_and_grad(theirs, embeddings, labels, indices_tuple)
-    torch.testing.assert_close(value, expected_value.to(value.dtype), atol=atol, rtol=rtol)
-    torch.testing.assert_close(grad, expected_grad, atol=grad_atol, rtol=rtol)
+# values to 1e-5, gradients to atol 1e-4 and rtol 1e-5; PML's value is cast to our dtype
+assert_same = partial(assert_parity, check_dtype=False, grad_rtol=1e-5)
 
 
 def miner_tuples(embeddings, labels):
@@ -72,7 +57,7 @@ def explicit_path(request, monkeypatch):
 
 @pytest.mark.parametrize(("seed", "size", "dim"), GRID)
 def test_default_parity_from_labels_and_tuples_float64(seed, size, dim):
-    embeddings, labels = batch(seed, size, dim)
+    embeddings, labels = random_batch(seed, size, dim)
     assert_same(TripletMarginLoss(), pml_losses.TripletMarginLoss(), embeddings, labels)
     for indices_tuple in miner_tuples(embeddings, labels).values():
         assert_same(TripletMarginLoss(), pml_losses.TripletMarginLoss(), embeddings, labels, indices_tuple)
@@ -87,7 +72,7 @@ def test_default_parity_float32(seed, size, dim, explicit_path):
     (PML's LpDistance uses cdist's |x|^2 + |y|^2 - 2xy form beyond 25 rows, whose float32 rounding
     gives gradient errors up to ~1e-4 for close pairs; our per-triplet distances are more exact.)
     """
-    embeddings64, labels = batch(seed, size, dim)
+    embeddings64, labels = random_batch(seed, size, dim)
     embeddings = embeddings64.float()
     tuples = [None, *miner_tuples(embeddings, labels).values()]
     for indices_tuple in tuples:
@@ -123,7 +108,7 @@ NON_DEFAULT = [
 @pytest.mark.parametrize(("ours", "theirs"), NON_DEFAULT, ids=[str(i) for i in range(len(NON_DEFAULT))])
 @pytest.mark.parametrize(("seed", "size", "dim"), [(0, 5, 3), (1, 16, 32), (2, 64, 3), (3, 40, 32)])
 def test_non_default_parity(ours, theirs, seed, size, dim, explicit_path):
-    embeddings, labels = batch(seed, size, dim)
+    embeddings, labels = random_batch(seed, size, dim)
     loss, reference = TripletMarginLoss(**ours), pml_losses.TripletMarginLoss(**theirs)
     assert_same(loss, reference, embeddings, labels)
     for indices_tuple in miner_tuples(embeddings, labels).values():
@@ -134,7 +119,7 @@ def test_non_default_parity(ours, theirs, seed, size, dim, explicit_path):
 @pytest.mark.parametrize("smooth_loss", [False, True])
 def test_all_triplets_in_many_chunks(monkeypatch, swap, smooth_loss):
     """Chunking over positive pairs (here 1 pair per chunk, then 3) changes nothing."""
-    embeddings, labels = batch(7, 64, 8)
+    embeddings, labels = random_batch(7, 64, 8)
     labels = labels % 5
     reference = pml_losses.TripletMarginLoss(margin=0.3, swap=swap, smooth_loss=smooth_loss)
     for chunk in (1, 3 * 64):
@@ -143,7 +128,7 @@ def test_all_triplets_in_many_chunks(monkeypatch, swap, smooth_loss):
 
 
 def test_reduction_none_lists_every_triplet_in_pml_order():
-    embeddings, labels = batch(3, 16, 4)
+    embeddings, labels = random_batch(3, 16, 4)
     labels = labels % 3
     losses = TripletMarginLoss(margin=0.3, reduction="none")(embeddings, labels)
     anchors, positives, negatives = lmu.get_all_triplets_indices(labels)
@@ -153,7 +138,7 @@ def test_reduction_none_lists_every_triplet_in_pml_order():
 
 
 def test_triplets_per_anchor_samples_valid_triplets():
-    embeddings, labels = batch(5, 64, 8)
+    embeddings, labels = random_batch(5, 64, 8)
     labels = labels % 6
     relation = Relation.from_labels(labels)
     generator = torch.Generator().manual_seed(0)
@@ -232,7 +217,7 @@ def test_multilabel_exact_rule_by_hand():
 
 def test_one_label_per_row_multi_hot_equals_single_label():
     for seed in range(5):
-        embeddings, labels = batch(seed, 32, 8)
+        embeddings, labels = random_batch(seed, 32, 8)
         one_hot = torch.nn.functional.one_hot(labels)
         for kwargs in ({}, {"swap": True, "smooth_loss": True}, {"distance": CosineSimilarity()}):
             single = value_and_grad(TripletMarginLoss(**kwargs), embeddings, labels)
@@ -241,7 +226,7 @@ def test_one_label_per_row_multi_hot_equals_single_label():
 
 
 def test_relation_input_equals_labels():
-    embeddings, labels = batch(2, 32, 8)
+    embeddings, labels = random_batch(2, 32, 8)
     multi = (torch.rand(32, 5, generator=torch.Generator().manual_seed(0)) < 0.3).long()
     for given_labels in (labels, multi):
         relation = Relation.from_labels(given_labels)
@@ -260,13 +245,9 @@ def test_relation_input_equals_labels():
     smooth=st.booleans(),
 )
 def test_permutation_invariance(seed, size, multi_label, swap, smooth):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 6, generator=generator, dtype=torch.float64)
-    if multi_label:
-        labels = (torch.rand(size, 4, generator=generator) < 0.35).long()
-    else:
-        labels = torch.randint(0, max(2, size // 3), (size,), generator=generator)
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(
+        seed, size, 6, multi_label=multi_label, num_labels=4, num_classes=max(2, size // 3), density=0.35
+    )
     loss = TripletMarginLoss(margin=0.3, swap=swap, smooth_loss=smooth)
     before = loss(embeddings, labels)
     after = loss(embeddings[permutation], labels[permutation])
@@ -274,10 +255,6 @@ def test_permutation_invariance(seed, size, multi_label, swap, smooth):
 
 
 # ---------------------------------------------------------------- degenerate batches
-
-
-def check_finite(value, grad):
-    assert torch.isfinite(value).all() and torch.isfinite(grad).all()
 
 
 @pytest.mark.parametrize(
@@ -315,14 +292,7 @@ def test_items_without_labels_are_negatives_to_everyone():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_duplicated_and_zero_embeddings_stay_finite(dtype, explicit_path):
-    embeddings = torch.randn(12, 8, dtype=torch.float64)
-    embeddings[3] = embeddings[0]
-    embeddings[4] = embeddings[0]
-    embeddings[7] = 0
-    embeddings[8] = 0
-    embeddings = embeddings.to(dtype)
-    labels = torch.tensor([0, 0, 1, 0, 1, 2, 2, 3, 3, 1, 0, 2])
-    multi = torch.nn.functional.one_hot(labels) | torch.nn.functional.one_hot((labels + 1) % 4)
+    embeddings, labels, multi = duplicated_and_zero_batch(dtype, copies=(3, 4))
     losses = [
         TripletMarginLoss(),
         TripletMarginLoss(swap=True, smooth_loss=True),
@@ -332,7 +302,7 @@ def test_duplicated_and_zero_embeddings_stay_finite(dtype, explicit_path):
         tuples = [None, pml_miners.BatchHardMiner()(embeddings.double(), labels)]
         for indices_tuple in tuples:
             value, grad = value_and_grad(loss, embeddings, given_labels, indices_tuple)
-            check_finite(value, grad)
+            assert_finite(value, grad)
             assert grad.dtype == dtype
             assert value.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     if dtype in (torch.float16, torch.bfloat16):  # half precision is computed in float32

@@ -16,13 +16,10 @@ from labelspace.miners import multi_similarity, pair_margin
 from labelspace.miners.multi_similarity import MultiSimilarityMiner
 from labelspace.miners.pair_margin import PairMarginMiner
 from labelspace.relations import Relation
+from metric_testing import DIMS, SIZES, import_pml, permutation_batch, random_batch
 
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+pml_miners, pml_distances, pml_losses = import_pml("miners", "distances", "losses")
 
-SIZES = [2, 5, 16, 64, 128]
-DIMS = [3, 32]
 SEEDS = range(8)
 
 MINER_PAIRS = {
@@ -39,15 +36,6 @@ MINER_PAIRS = {
         lambda: pml_miners.PairMarginMiner(0.5, 0.3, distance=pml_distances.CosineSimilarity()),
     ),
 }
-
-
-def random_batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float32):
-    """Embeddings and 1-D labels with 2..size classes (so small batches often have no positive pair)."""
-    generator = torch.Generator().manual_seed(seed)
-    classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=dtype)
-    return embeddings, labels
 
 
 def pair_set(anchors, others) -> set[tuple[int, int]]:
@@ -227,7 +215,7 @@ def test_exact_rule_only_returns_equal_label_sets(miner):
 
 
 def test_one_label_per_row_equals_single_label():
-    embeddings, labels = random_batch(3, 48, 8)
+    embeddings, labels = random_batch(3, 48, 8, torch.float32)
     one_hot = torch.nn.functional.one_hot(labels)
     for miner in (MultiSimilarityMiner(), PairMarginMiner()):
         for ours, single in zip(miner(embeddings, one_hot), miner(embeddings, labels), strict=True):
@@ -242,13 +230,9 @@ def test_one_label_per_row_equals_single_label():
     multilabel=st.booleans(),
 )
 def test_permutation_maps_mined_pairs(seed, size, num_labels, multilabel):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 5, generator=generator, dtype=torch.float64)
-    if multilabel:
-        labels = (torch.rand(size, num_labels, generator=generator) < 0.4).long()
-    else:
-        labels = torch.randint(0, num_labels, (size,), generator=generator)
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(
+        seed, size, 5, multi_label=multilabel, num_labels=num_labels, num_classes=num_labels
+    )
     for miner in (MultiSimilarityMiner(), MultiSimilarityMiner(0.3), PairMarginMiner(), PairMarginMiner(0.3, 1.0)):
         a1, p, a2, n = miner(embeddings, labels)
         b1, q, b2, m = miner(embeddings[permutation], labels[permutation])
@@ -260,7 +244,7 @@ def test_permutation_maps_mined_pairs(seed, size, num_labels, multilabel):
 
 
 def test_degenerate_batches():
-    embeddings, _ = random_batch(0, 8, 4)
+    embeddings, _ = random_batch(0, 8, 4, torch.float32)
     empty_ms = [len(t) for t in MultiSimilarityMiner()(embeddings, torch.arange(8))]
     assert empty_ms == [0, 0, 0, 0]  # no positive pair at all
     assert [len(t) for t in MultiSimilarityMiner()(embeddings, torch.zeros(8, dtype=torch.long))] == [0, 0, 0, 0]
@@ -282,7 +266,7 @@ def test_degenerate_batches():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_embeddings(dtype):
-    embeddings, labels = random_batch(1, 32, 16)
+    embeddings, labels = random_batch(1, 32, 16, torch.float32)
     for miner in (MultiSimilarityMiner(), PairMarginMiner()):
         mined = miner(embeddings.to(dtype), labels)
         reference = miner(embeddings.to(dtype).float(), labels)
@@ -291,7 +275,7 @@ def test_half_precision_embeddings(dtype):
 
 
 def test_miners_do_not_track_gradients():
-    embeddings, labels = random_batch(2, 16, 4)
+    embeddings, labels = random_batch(2, 16, 4, torch.float32)
     embeddings.requires_grad_(True)
     for miner in (MultiSimilarityMiner(), PairMarginMiner()):
         assert all(not t.requires_grad for t in miner(embeddings, labels))

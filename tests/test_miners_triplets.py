@@ -17,24 +17,11 @@ from labelspace.distances import CosineSimilarity, DotProductSimilarity, LpDista
 from labelspace.miners.batch_hard import BatchHardMiner
 from labelspace.miners.triplet_margin import TripletMarginMiner
 from labelspace.relations import Relation
+from metric_testing import GRID, duplicated_and_zero_batch, import_pml, permutation_batch, random_batch
 
-pml = pytest.importorskip("pytorch_metric_learning")
-from pytorch_metric_learning import distances as pml_distances  # noqa: E402
-from pytorch_metric_learning import miners as pml_miners  # noqa: E402
+pml_distances, pml_miners = import_pml("distances", "miners")
 
-SIZES = (2, 5, 16, 64, 128)
-DIMS = (3, 32)
-GRID = [(seed, size, dim) for seed in range(4) for size in SIZES for dim in DIMS]
 TYPES = ("all", "hard", "semihard", "easy")
-
-
-def batch(seed: int, size: int, dim: int, dtype: torch.dtype = torch.float32):
-    """Random embeddings and single-label ids with 2..size classes (so some items lack positives)."""
-    generator = torch.Generator().manual_seed(seed)
-    num_classes = int(torch.randint(2, size + 1, (1,), generator=generator))
-    labels = torch.randint(0, num_classes, (size,), generator=generator)
-    embeddings = torch.randn(size, dim, generator=generator, dtype=torch.float64).to(dtype)
-    return embeddings, labels
 
 
 def assert_equal_tuples(ours, theirs):
@@ -57,7 +44,7 @@ def triplet_set(indices_tuple, mapping=None):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("seed", "size", "dim"), GRID)
 def test_batch_hard_parity(seed, size, dim, dtype):
-    embeddings, labels = batch(seed, size, dim, dtype)
+    embeddings, labels = random_batch(seed, size, dim, dtype, via_float64=True)
     assert_equal_tuples(BatchHardMiner()(embeddings, labels), pml_miners.BatchHardMiner()(embeddings, labels))
     assert_equal_tuples(
         BatchHardMiner(CosineSimilarity())(embeddings, labels),
@@ -68,7 +55,7 @@ def test_batch_hard_parity(seed, size, dim, dtype):
 @pytest.mark.parametrize(("seed", "size", "dim"), GRID)
 def test_triplet_margin_miner_default_parity(seed, size, dim):
     for dtype in (torch.float32, torch.float64):
-        embeddings, labels = batch(seed, size, dim, dtype)
+        embeddings, labels = random_batch(seed, size, dim, dtype, via_float64=True)
         assert_equal_tuples(
             TripletMarginMiner()(embeddings, labels), pml_miners.TripletMarginMiner()(embeddings, labels)
         )
@@ -97,7 +84,7 @@ def test_triplet_margin_miner_default_parity(seed, size, dim):
 )
 @pytest.mark.parametrize(("seed", "size", "dim"), [(0, 5, 3), (1, 16, 32), (2, 64, 3), (3, 96, 32)])
 def test_triplet_margin_miner_parity(type_of_triplets, ours, theirs, seed, size, dim):
-    embeddings, labels = batch(seed, size, dim)
+    embeddings, labels = random_batch(seed, size, dim, torch.float32, via_float64=True)
     mined = TripletMarginMiner(type_of_triplets=type_of_triplets, **ours)(embeddings, labels)
     expected = pml_miners.TripletMarginMiner(type_of_triplets=type_of_triplets, **theirs)(embeddings, labels)
     assert_equal_tuples(mined, expected)
@@ -105,7 +92,7 @@ def test_triplet_margin_miner_parity(type_of_triplets, ours, theirs, seed, size,
 
 @pytest.mark.parametrize("chunk", [1, 40, 1000])
 def test_triplet_margin_miner_chunks_change_nothing(monkeypatch, chunk):
-    embeddings, labels = batch(5, 40, 6)
+    embeddings, labels = random_batch(5, 40, 6, torch.float32, via_float64=True)
     labels = labels % 4
     monkeypatch.setattr(triplet_margin_module, "CHUNK_ELEMENTS", chunk)
     for type_of_triplets in TYPES:
@@ -186,7 +173,7 @@ def test_triplet_margin_miner_multilabel_brute_force(seed, type_of_triplets):
 
 def test_one_label_per_row_multi_hot_and_relation_equal_single_label():
     for seed in range(5):
-        embeddings, labels = batch(seed, 40, 8)
+        embeddings, labels = random_batch(seed, 40, 8, torch.float32, via_float64=True)
         one_hot = torch.nn.functional.one_hot(labels)
         relation = Relation.from_labels(labels)
         for miner in (BatchHardMiner(), TripletMarginMiner(), TripletMarginMiner(0.1, "semihard")):
@@ -209,13 +196,9 @@ def test_exact_rule():
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), size=st.integers(2, 20), multi_label=st.booleans(), cosine=st.booleans())
 def test_triplets_map_through_permutations(seed, size, multi_label, cosine):
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn(size, 6, generator=generator, dtype=torch.float64)  # continuous: no ties
-    if multi_label:
-        labels = (torch.rand(size, 4, generator=generator) < 0.35).long()
-    else:
-        labels = torch.randint(0, max(2, size // 3), (size,), generator=generator)
-    permutation = torch.randperm(size, generator=generator)
+    embeddings, labels, permutation = permutation_batch(  # continuous embeddings: no ties
+        seed, size, 6, multi_label=multi_label, num_labels=4, num_classes=max(2, size // 3), density=0.35
+    )
     distance = CosineSimilarity() if cosine else LpDistance()
     mapping = permutation.tolist()  # permuted position i holds original item mapping[i]
     for miner in (BatchHardMiner(distance), *(TripletMarginMiner(0.3, kind, distance) for kind in TYPES)):
@@ -241,21 +224,26 @@ def test_no_triplets(labels):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_duplicated_and_zero_embeddings(dtype):
-    embeddings = torch.randn(12, 8, dtype=torch.float64)
-    embeddings[3] = embeddings[0]
-    embeddings[7] = 0
-    embeddings[8] = 0
-    embeddings = embeddings.to(dtype)
-    labels = torch.tensor([0, 0, 1, 0, 1, 2, 2, 3, 3, 1, 0, 2])
+    embeddings, labels, _ = duplicated_and_zero_batch(dtype)
     for miner in (BatchHardMiner(), *(TripletMarginMiner(0.2, kind) for kind in TYPES)):
         mined = miner(embeddings, labels)
         relation = Relation.from_labels(labels)
         anchors, positives, negatives = mined
         assert relation.positive[anchors, positives].all() and relation.negative[anchors, negatives].all()
         if dtype in (torch.float32, torch.float64):
-            assert_equal_tuples(mined, pml_for(miner)(embeddings, labels))
+            # Rows 0 and 3 are copies, so choices between them are ties that rounding noise decides
+            # (differently in torch.cdist and in labelspace's matmul distance): compare up to ties.
+            assert_equal_up_to_ties(mined, pml_for(miner)(embeddings, labels), embeddings)
         else:  # half precision is mined in float32
             assert_equal_tuples(mined, miner(embeddings.float(), labels))
+
+
+def assert_equal_up_to_ties(ours, theirs, embeddings):
+    """Same anchors, and each chosen item at the same exact distance as PML's choice."""
+    assert torch.equal(ours[0], theirs[0])
+    exact = torch.cdist(*(torch.nn.functional.normalize(embeddings.double(), dim=1),) * 2)
+    for ours_index, theirs_index in zip(ours[1:], theirs[1:], strict=True):
+        torch.testing.assert_close(exact[ours[0], ours_index], exact[theirs[0], theirs_index], atol=1e-6, rtol=0)
 
 
 def pml_for(miner):

@@ -72,14 +72,90 @@ class BaseDistance(torch.nn.Module):
         return f"normalize_embeddings={self.normalize_embeddings}, p={self.p}, power={self.power}"
 
 
+class _ClampedSqrt(torch.autograd.Function):
+    """sqrt(max(x, 0)) with gradient 0 where the root is 0 (as torch.cdist's), not inf."""
+
+    @staticmethod
+    def forward(ctx, squared: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        root = squared.clamp(min=0).sqrt_()
+        ctx.save_for_backward(root)
+        return root
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (root,) = ctx.saved_tensors
+        return torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
+class _SelfEuclidean(torch.autograd.Function):
+    """The B x B Euclidean distances of a batch to itself, with a one-matrix-product backward.
+
+    Forward: d_ij = sqrt(max(|x_i|^2 + |x_j|^2 - 2 x_i.x_j, 0)), d_ii = 0. Backward with
+    G = dL/dd masked to d > 0 and divided by 2d, H = G + G^T:
+    dL/dx = 2 (x * rowsum(H) - H x), and only one B x B tensor (d) is kept for it.
+    """
+
+    @staticmethod
+    def forward(ctx, embeddings: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        norms = (embeddings * embeddings).sum(dim=1, keepdim=True)
+        squared = torch.addmm(norms, embeddings, embeddings.T, alpha=-2).add_(norms.T)
+        squared.diagonal().zero_()
+        root = squared.clamp_(min=0).sqrt_()
+        ctx.save_for_backward(embeddings, root)
+        return root
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        embeddings, root = ctx.saved_tensors
+        scaled = torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+        row_sums = scaled.sum(dim=1, keepdim=True) + scaled.sum(dim=0)[:, None]
+        # (G + G^T) x as two products: BLAS reads G^T in place, cheaper than materialising it
+        products = torch.addmm(scaled @ embeddings, scaled.T, embeddings)
+        return 2 * (embeddings * row_sums - products)
+
+
+class _ClampedSqrt(torch.autograd.Function):
+    """sqrt(max(x, 0)) with gradient 0 where the root is 0 (as torch.cdist's), not inf."""
+
+    @staticmethod
+    def forward(ctx, squared: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        root = squared.clamp(min=0).sqrt_()
+        ctx.save_for_backward(root)
+        return root
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (root,) = ctx.saved_tensors
+        return torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
+def euclidean_distance_matrix(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """sqrt(|x|^2 + |y|^2 - 2 x.y), clamped at 0: the formula torch.cdist uses for large inputs.
+
+    Written with matrix products so that the backward pass is matrix products too (one B x B
+    tensor kept for it); torch.cdist's own backward is an elementwise kernel several times slower.
+    An item's distance to itself (``reference is query``) is exactly 0, with gradient 0.
+    """
+    if reference is query:
+        return _SelfEuclidean.apply(query)
+    query_norms = (query * query).sum(dim=1, keepdim=True)
+    reference_norms = (reference * reference).sum(dim=1)
+    squared = torch.addmm(query_norms, query, reference.T, alpha=-2).add_(reference_norms)
+    return _ClampedSqrt.apply(squared)
+
+
 class LpDistance(BaseDistance):
     """p-norm distance (Euclidean by default) between (normalised) embeddings."""
 
     def compute_matrix(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        if query.dtype in (torch.float16, torch.bfloat16) and query.device.type == "cpu":
-            # cdist has no half-precision CPU kernel: compute in float32, return the input dtype.
-            return torch.cdist(query.float(), reference.float(), p=self.p).to(query.dtype)
-        return torch.cdist(query, reference, p=self.p)
+        half = query.dtype in (torch.float16, torch.bfloat16) and query.device.type == "cpu"
+        work_query, work_reference = (query.float(), reference.float()) if half else (query, reference)
+        if self.p == 2:
+            matrix = euclidean_distance_matrix(work_query, work_reference)
+        else:
+            matrix = torch.cdist(work_query, work_reference, p=self.p)
+        # half precision has no CPU cdist kernel: computed in float32, returned in the input dtype
+        return matrix.to(query.dtype) if half else matrix
 
     def pairwise(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         return F.pairwise_distance(first, second, p=self.p)

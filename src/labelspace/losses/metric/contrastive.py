@@ -70,8 +70,71 @@ from labelspace.losses.base import (
     compute_input,
     positive_weights,
     reduce_pair_losses,
+    row_blocks,
 )
 from labelspace.relations import IndicesTuple, Relation, Rule
+
+
+def _side_losses(values: torch.Tensor, mask: torch.Tensor, margin: float, sign: float) -> torch.Tensor:
+    """relu(sign * (values - margin)) where ``mask``, else 0."""
+    losses = (values - margin).mul_(sign).relu_()
+    return losses.masked_fill_(~mask, 0)
+
+
+class _ContrastiveTerms(torch.autograd.Function):
+    """Both reduced terms of the contrastive loss from the B x B matrix, row block by row block.
+
+    One pass over cache-sized row blocks computes the sums and the counts of both sides; the
+    backward pass recomputes the active pairs per block instead of keeping B x B loss tensors,
+    so the only B x B tensor saved is the matrix itself (already kept by the distance).
+    """
+
+    @staticmethod
+    def forward(ctx, matrix, positive, negative, weight, pos_margin, neg_margin, inverted, reduction):  # noqa: ANN001
+        pos_sign, neg_sign = (-1.0, 1.0) if inverted else (1.0, -1.0)
+        totals = torch.zeros(4, dtype=torch.float64, device=matrix.device)  # pos sum, pos count, neg sum, neg count
+        for rows in row_blocks(matrix.shape[0], matrix.shape[1], matrix.device):
+            block = matrix[rows]
+            positive_losses = _side_losses(block, positive[rows], pos_margin, pos_sign)
+            negative_losses = _side_losses(block, negative[rows], neg_margin, neg_sign)
+            counted_positive = positive_losses > 0 if reduction == "mean_nonzero" else positive[rows]
+            counted_negative = negative_losses > 0 if reduction == "mean_nonzero" else negative[rows]
+            if weight is None:
+                totals[0] += positive_losses.sum(dtype=torch.float64)
+                totals[1] += counted_positive.sum()
+            else:
+                block_weight = weight[rows].to(matrix.dtype)
+                totals[0] += (positive_losses * block_weight).sum(dtype=torch.float64)
+                totals[1] += torch.where(counted_positive, block_weight, 0).sum(dtype=torch.float64)
+            totals[2] += negative_losses.sum(dtype=torch.float64)
+            totals[3] += counted_negative.sum()
+        if reduction == "sum":
+            totals[1] = totals[3] = 1.0
+        pos_denominator = totals[1].clamp(min=1e-300) if weight is not None else totals[1].clamp(min=1)
+        neg_denominator = totals[3].clamp(min=1)
+        value = totals[0] / pos_denominator + totals[2] / neg_denominator
+        ctx.save_for_backward(matrix, positive, negative, weight, pos_denominator, neg_denominator)
+        ctx.settings = (pos_margin, neg_margin, pos_sign, neg_sign)
+        return value.to(matrix.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        matrix, positive, negative, weight, pos_denominator, neg_denominator = ctx.saved_tensors
+        pos_margin, neg_margin, pos_sign, neg_sign = ctx.settings
+        pos_scale = (grad.double() * pos_sign / pos_denominator).to(matrix.dtype)
+        neg_scale = (grad.double() * neg_sign / neg_denominator).to(matrix.dtype)
+        result = torch.empty_like(matrix)
+        for rows in row_blocks(matrix.shape[0], matrix.shape[1], matrix.device):
+            block = matrix[rows]
+            active_positive = _side_losses(block, positive[rows], pos_margin, pos_sign) > 0
+            active_negative = _side_losses(block, negative[rows], neg_margin, neg_sign) > 0
+            out = result[rows]
+            if weight is None:
+                torch.mul(active_positive, pos_scale, out=out)
+            else:
+                torch.where(active_positive, weight[rows].to(matrix.dtype) * pos_scale, out.new_zeros(()), out=out)
+            out.add_(active_negative * neg_scale)
+        return result, None, None, None, None, None, None, None
 
 
 class ContrastiveLoss(MetricLoss):
@@ -129,6 +192,19 @@ class ContrastiveLoss(MetricLoss):
         weight = positive_weights(self.positive_weighting, relation, labels, embeddings.shape[0], embeddings.device)
         inputs = compute_input(embeddings)
         matrix = self.distance(inputs)
+        if self.reduction != "none":
+            if weight is not None:
+                weight = weight.to(matrix.dtype)
+            return _ContrastiveTerms.apply(
+                matrix,
+                relation.positive,
+                relation.negative,
+                weight,
+                self.pos_margin,
+                self.neg_margin,
+                self.distance.is_inverted,
+                self.reduction,
+            )
         # Each B x B loss matrix is made once and then masked and clamped in place.
         if self.distance.is_inverted:
             positive_losses = self.pos_margin - matrix
