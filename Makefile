@@ -45,6 +45,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/convert_pairs.py
+	$(PY) bench/relations.py
+	$(PY) bench/losses.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
