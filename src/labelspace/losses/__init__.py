@@ -1,4 +1,5 @@
-"""Losses. Metric losses take ``(embeddings, labels=None, indices_tuple=None)`` like
+"""Losses. Head losses (`BCEHeadLoss`, `FocalLoss`, `AsymmetricLoss`, ...) take ``(logits, targets)``.
+Metric losses take ``(embeddings, labels=None, indices_tuple=None)`` like
 pytorch-metric-learning's, with labels as class ids, a multi-hot matrix or a `Relation`.
 
 Example:
@@ -11,6 +12,13 @@ Example:
 """
 
 from labelspace.losses.base import MetricLoss
+from labelspace.losses.head import (
+    AsymmetricLoss,
+    BCEHeadLoss,
+    FocalLoss,
+    RegressionHeadLoss,
+    SoftmaxHeadLoss,
+)
 from labelspace.losses.metric.circle import CircleLoss
 from labelspace.losses.metric.contrastive import ContrastiveLoss
 from labelspace.losses.metric.fastap import FastAPLoss
@@ -19,6 +27,11 @@ from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss
 
 __all__ = [
+    "AsymmetricLoss",
+    "BCEHeadLoss",
+    "FocalLoss",
+    "RegressionHeadLoss",
+    "SoftmaxHeadLoss",
     "CircleLoss",
     "ContrastiveLoss",
     "FastAPLoss",
