@@ -48,8 +48,9 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", type=Path,
-                        default=Path(os.environ.get("LABELSPACE_GOEMOTIONS_DIR", DEFAULT_DIR)))
+    parser.add_argument(
+        "folder", nargs="?", type=Path, default=Path(os.environ.get("LABELSPACE_GOEMOTIONS_DIR", DEFAULT_DIR))
+    )
     parser.add_argument("--num", type=int, default=100_000, help="pairs / triplets per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per case (median)")
     args = parser.parse_args(argv)
@@ -67,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         ("labeled_to_pairs rule=exact", lambda: labeled_to_pairs(data, num, rule="exact")),
         ("labeled_to_triplets rule=overlap", lambda: labeled_to_triplets(data, num)),
     ]
-    print(f"GoEmotions train: {len(data):,} texts, {len(data.label_set)} labels "
-          f"(read in {load_seconds:.2f} s); {num:,} per run, median of {args.repeats}")
+    print(
+        f"GoEmotions train: {len(data):,} texts, {len(data.label_set)} labels "
+        f"(read in {load_seconds:.2f} s); {num:,} per run, median of {args.repeats}"
+    )
     print(f"{'case':<36}{'seconds':>10}")
     for name, function in cases:
         print(f"{name:<36}{median_seconds(function, args.repeats):>10.3f}")

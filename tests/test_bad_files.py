@@ -61,7 +61,10 @@ CASES = [
     Case("nan_text.parquet", 2, "text", "expected a text"),
     # a labels column
     Case(
-        "unknown_label.tsv", 3, "labels", "label 'angry' is not in labels file",
+        "unknown_label.tsv",
+        3,
+        "labels",
+        "label 'angry' is not in labels file",
         options={"labels_file": BAD / "unknown_label.labels.txt"},
         cli_args=("--labels-file", str(BAD / "unknown_label.labels.txt")),
     ),
@@ -72,16 +75,28 @@ CASES = [
     # one 0/1 column per label
     Case("nan_label_flag.csv", 3, "joy", "cell is empty/NaN (expected 0 or 1)"),
     Case(
-        "nan_label_flag.csv", 3, "joy", "cell is empty/NaN (expected 0 or 1)",
-        options={"label_columns": ["anger", "joy"]}, cli_args=("--label-columns", "anger,joy"),
+        "nan_label_flag.csv",
+        3,
+        "joy",
+        "cell is empty/NaN (expected 0 or 1)",
+        options={"label_columns": ["anger", "joy"]},
+        cli_args=("--label-columns", "anger,joy"),
     ),
     Case(
-        "label_flag_not_binary.csv", 3, "joy", "'2' is not a 0/1 label flag",
-        options={"label_columns": ["anger", "joy"]}, cli_args=("--label-columns", "anger,joy"),
+        "label_flag_not_binary.csv",
+        3,
+        "joy",
+        "'2' is not a 0/1 label flag",
+        options={"label_columns": ["anger", "joy"]},
+        cli_args=("--label-columns", "anger,joy"),
     ),
     Case(
-        "no_binary_columns.csv", 1, None, "no 0/1 label columns found",
-        options={"label_columns": "auto"}, cli_args=("--label-columns", "auto"),
+        "no_binary_columns.csv",
+        1,
+        None,
+        "no 0/1 label columns found",
+        options={"label_columns": "auto"},
+        cli_args=("--label-columns", "auto"),
     ),
     # GoEmotions: headerless `text<TAB>ids<TAB>id`, labels.txt beside the file
     Case("goemotions/non_integer_id.tsv", 2, "labels", "label id 'x' is not an integer"),
@@ -148,7 +163,10 @@ def test_data_check_subprocess_exit_status_and_stderr():
     for case in cases:
         result = subprocess.run(
             [sys.executable, "-m", "labelspace.cli", "data", "check", case.path, *case.cli_args],
-            capture_output=True, text=True, env=env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         assert result.returncode == 2, (case.file, result.stderr)
         assert "Traceback" not in result.stderr

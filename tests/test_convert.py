@@ -33,8 +33,9 @@ def jaccard(x: frozenset[str], y: frozenset[str]) -> float:
     return len(x & y) / union if union else 0.0
 
 
-def is_positive(x: frozenset[str], y: frozenset[str], rule: str, min_shared: int = 1,
-                pos_threshold: float = 0.5) -> bool:
+def is_positive(
+    x: frozenset[str], y: frozenset[str], rule: str, min_shared: int = 1, pos_threshold: float = 0.5
+) -> bool:
     if rule == "overlap":
         return len(x & y) >= min_shared
     if rule == "jaccard":
@@ -42,8 +43,7 @@ def is_positive(x: frozenset[str], y: frozenset[str], rule: str, min_shared: int
     return bool(x) and x == y
 
 
-def is_negative(x: frozenset[str], y: frozenset[str], rule: str,
-                neg_threshold: float = 0.0) -> bool:
+def is_negative(x: frozenset[str], y: frozenset[str], rule: str, neg_threshold: float = 0.0) -> bool:
     if rule == "jaccard":
         return jaccard(x, y) <= neg_threshold
     return not (x & y)
@@ -75,11 +75,7 @@ def small() -> LabeledDataset:
 def valid_pairs(kind: str, **rule: object) -> set[frozenset[str]]:
     """All unordered text pairs (different texts) that are positives / negatives."""
     check = is_positive if kind == "pos" else is_negative
-    return {
-        frozenset((s, t))
-        for s, t in itertools.combinations(TEXTS, 2)
-        if check(LABELS[s], LABELS[t], **rule)
-    }
+    return {frozenset((s, t)) for s, t in itertools.combinations(TEXTS, 2) if check(LABELS[s], LABELS[t], **rule)}
 
 
 def split(pairs: PairDataset) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -122,8 +118,13 @@ def test_triplets_to_pairs_several_negatives():
     triplets = TripletDataset(["q1", "q2"], ["p1", "p2"], [["n1", "n2", "n3"], ["m1", "m2"]])
     pairs = triplets_to_pairs(triplets)
     assert [pairs[i] for i in range(len(pairs))] == [
-        ("q1", "p1", 1.0), ("q1", "n1", 0.0), ("q1", "n2", 0.0), ("q1", "n3", 0.0),
-        ("q2", "p2", 1.0), ("q2", "m1", 0.0), ("q2", "m2", 0.0),
+        ("q1", "p1", 1.0),
+        ("q1", "n1", 0.0),
+        ("q1", "n2", 0.0),
+        ("q1", "n3", 0.0),
+        ("q2", "p2", 1.0),
+        ("q2", "m1", 0.0),
+        ("q2", "m2", 0.0),
     ]
 
 
@@ -164,8 +165,9 @@ def test_exact_rule_positives_only_within_groups():
 
 
 def test_jaccard_pairs_in_between_never_emitted():
-    pairs = labeled_to_pairs(small(), 2000, rule="jaccard", pos_threshold=0.6,
-                             neg_threshold=0.2, score="jaccard", seed=1)
+    pairs = labeled_to_pairs(
+        small(), 2000, rule="jaccard", pos_threshold=0.6, neg_threshold=0.2, score="jaccard", seed=1
+    )
     for a, b, score in (pairs[i] for i in range(len(pairs))):
         value = jaccard(LABELS[a], LABELS[b])
         assert not 0.2 < value < 0.6, (a, b, value)
@@ -253,16 +255,14 @@ def test_anchor_positive_pairs(args):
     assert pairs.scores.tolist() == [1.0] * 500
     for a, b, _ in (pairs[i] for i in range(len(pairs))):
         assert a != b and is_positive(LABELS[a], LABELS[b], **args)
-    assert {frozenset((a, b)) for a, b in zip(pairs.text1, pairs.text2, strict=True)} == \
-        valid_pairs("pos", **args)
+    assert {frozenset((a, b)) for a, b in zip(pairs.text1, pairs.text2, strict=True)} == valid_pairs("pos", **args)
 
 
 @pytest.mark.parametrize("rule", ["overlap", "exact"])
 def test_positive_partners_are_uniform(rule):
     # Four items with label x: each of the 12 ordered pairs is equally likely (anchor uniform,
     # partner uniform among the other three); y and z items are never drawn.
-    data = LabeledDataset.from_label_names(
-        ["p", "q", "r", "s", "u", "v"], [["x"], ["x"], ["x"], ["x"], ["y"], ["z"]])
+    data = LabeledDataset.from_label_names(["p", "q", "r", "s", "u", "v"], [["x"], ["x"], ["x"], ["x"], ["y"], ["z"]])
     pairs = labeled_to_anchor_positive(data, 12_000, rule=rule, seed=0)
     counts = defaultdict(int)
     for a, b in zip(pairs.text1, pairs.text2, strict=True):
@@ -297,8 +297,9 @@ def test_triplets_impossible_number_of_negatives():
     # t4 / t5 ({c}) have 7 label-disjoint other texts; no anchor has 8.
     assert labeled_to_triplets(small(), 5, num_negatives=4, seed=0)
     start = time.perf_counter()
-    with pytest.raises(ValueError, match="cannot sample 5 triplets with 8 negative.*no anchor "
-                                         "that has a positive has 8 negatives"):
+    with pytest.raises(
+        ValueError, match="cannot sample 5 triplets with 8 negative.*no anchor that has a positive has 8 negatives"
+    ):
         labeled_to_triplets(small(), 5, num_negatives=8, seed=0)
     assert time.perf_counter() - start < 2.0
 
@@ -309,13 +310,15 @@ def test_triplets_impossible_number_of_negatives():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"rule": "cosine"}, ValueError,
-         "rule must be one of 'overlap', 'jaccard', 'exact', got 'cosine'"),
+        ({"rule": "cosine"}, ValueError, "rule must be one of 'overlap', 'jaccard', 'exact', got 'cosine'"),
         ({"pos_threshold": 1.5}, ValueError, r"pos_threshold must be in \[0, 1\], got 1.5"),
         ({"neg_threshold": -0.1}, ValueError, r"neg_threshold must be in \[0, 1\], got -0.1"),
         ({"pos_threshold": float("nan")}, ValueError, r"pos_threshold must be in \[0, 1\]"),
-        ({"rule": "jaccard", "pos_threshold": 0.3, "neg_threshold": 0.3}, ValueError,
-         "pos_threshold must be greater than neg_threshold"),
+        (
+            {"rule": "jaccard", "pos_threshold": 0.3, "neg_threshold": 0.3},
+            ValueError,
+            "pos_threshold must be greater than neg_threshold",
+        ),
         ({"positive_fraction": 1.2}, ValueError, r"positive_fraction must be in \[0, 1\], got 1.2"),
         ({"positive_fraction": "half"}, TypeError, "positive_fraction must be a number"),
         ({"score": "cosine"}, ValueError, "score must be one of 'binary', 'jaccard', got 'cosine'"),
@@ -351,8 +354,9 @@ def disjoint_dataset() -> LabeledDataset:
 
 def test_no_shared_label_is_impossible_for_positives():
     data = disjoint_dataset()
-    with pytest.raises(ValueError, match="rule='overlap' .* cannot produce positive pairs: "
-                                         "no two items .*share a label"):
+    with pytest.raises(
+        ValueError, match="rule='overlap' .* cannot produce positive pairs: no two items .*share a label"
+    ):
         labeled_to_pairs(data, 10, seed=0)
     with pytest.raises(ValueError, match="rule='jaccard' .*no two items .*share a label"):
         labeled_to_triplets(data, 10, rule="jaccard", seed=0)
@@ -365,29 +369,33 @@ def test_no_shared_label_is_impossible_for_positives():
 
 def test_exact_without_equal_label_sets_is_impossible():
     data = LabeledDataset.from_label_names(["a", "b", "c"], [["x"], ["x", "y"], []])
-    with pytest.raises(ValueError, match="rule='exact' cannot produce positive pairs: no two "
-                                         r"items \(with different texts\) have the same "
-                                         "non-empty label set"):
+    with pytest.raises(
+        ValueError,
+        match="rule='exact' cannot produce positive pairs: no two "
+        r"items \(with different texts\) have the same "
+        "non-empty label set",
+    ):
         labeled_to_pairs(data, 10, rule="exact", seed=0)
 
 
 def test_min_shared_larger_than_any_overlap():
-    with pytest.raises(ValueError, match="no item has 3 labels that items with other texts also "
-                                         "carry, so no two items share 3 labels"):
+    with pytest.raises(
+        ValueError, match="no item has 3 labels that items with other texts also carry, so no two items share 3 labels"
+    ):
         labeled_to_pairs(small(), 10, min_shared=3, seed=0)
 
 
 def test_every_pair_shares_a_label_is_impossible_for_negatives():
-    data = LabeledDataset.from_label_names(
-        ["a", "b", "c"], [["common", "x"], ["common"], ["common", "y"]])
-    with pytest.raises(ValueError, match="cannot produce negative pairs: every item carries "
-                                         "label 'common', so every two items share a label"):
+    data = LabeledDataset.from_label_names(["a", "b", "c"], [["common", "x"], ["common"], ["common", "y"]])
+    with pytest.raises(
+        ValueError,
+        match="cannot produce negative pairs: every item carries label 'common', so every two items share a label",
+    ):
         labeled_to_pairs(data, 10, seed=0)
     with pytest.raises(ValueError, match="every item carries label 'common'"):
         labeled_to_triplets(data, 10, seed=0)
     # A positive Jaccard threshold for negatives makes {common,x} ~ {common,y} (1/3) usable.
-    pairs = labeled_to_pairs(data, 10, rule="jaccard", pos_threshold=0.5, neg_threshold=0.4,
-                             seed=0)
+    pairs = labeled_to_pairs(data, 10, rule="jaccard", pos_threshold=0.5, neg_threshold=0.4, seed=0)
     assert len(pairs) == 10
 
 
@@ -401,9 +409,12 @@ def test_rule_never_satisfied_fails_fast_with_reason():
     # Labels are shared, but no two items reach Jaccard 0.9: found only by sampling.
     data = LabeledDataset.from_label_names(["a", "b", "c"], [["x", "y"], ["x"], ["y", "z"]])
     start = time.perf_counter()
-    with pytest.raises(ValueError, match="cannot sample 5 positive pairs with rule='jaccard' "
-                                         r"\(pos_threshold=0.9.*none of .* candidates drawn "
-                                         "was valid"):
+    with pytest.raises(
+        ValueError,
+        match="cannot sample 5 positive pairs with rule='jaccard' "
+        r"\(pos_threshold=0.9.*none of .* candidates drawn "
+        "was valid",
+    ):
         labeled_to_pairs(data, 10, rule="jaccard", pos_threshold=0.9, seed=0)
     assert time.perf_counter() - start < 2.0
 
@@ -415,22 +426,36 @@ def test_rule_never_satisfied_fails_fast_with_reason():
 def datasets(draw):
     n = draw(st.integers(2, 12))
     num_labels = draw(st.integers(1, 5))
-    label_lists = draw(st.lists(
-        st.lists(st.integers(0, num_labels - 1), max_size=3, unique=True), min_size=n, max_size=n))
+    label_lists = draw(
+        st.lists(st.lists(st.integers(0, num_labels - 1), max_size=3, unique=True), min_size=n, max_size=n)
+    )
     texts = draw(st.lists(st.sampled_from("pqrstuvwxyz"), min_size=n, max_size=n))
     return texts, label_lists, num_labels
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=datasets(), rule=st.sampled_from(["overlap", "jaccard", "exact"]),
-       min_shared=st.integers(1, 2), seed=st.integers(0, 3))
+@given(
+    data=datasets(),
+    rule=st.sampled_from(["overlap", "jaccard", "exact"]),
+    min_shared=st.integers(1, 2),
+    seed=st.integers(0, 3),
+)
 def test_random_datasets_pairs_always_valid(data, rule, min_shared, seed):
     texts, label_lists, num_labels = data
-    dataset = LabeledDataset(texts, LabelMatrix.from_lists(label_lists, num_labels),
-                             LabelSet([f"l{i}" for i in range(num_labels)]))
+    dataset = LabeledDataset(
+        texts, LabelMatrix.from_lists(label_lists, num_labels), LabelSet([f"l{i}" for i in range(num_labels)])
+    )
     try:
-        pairs = labeled_to_pairs(dataset, 40, rule=rule, min_shared=min_shared, seed=seed,
-                                 score="jaccard", pos_threshold=0.5, neg_threshold=0.2)
+        pairs = labeled_to_pairs(
+            dataset,
+            40,
+            rule=rule,
+            min_shared=min_shared,
+            seed=seed,
+            score="jaccard",
+            pos_threshold=0.5,
+            neg_threshold=0.2,
+        )
     except ValueError as error:
         assert "cannot" in str(error)
         return
@@ -445,10 +470,10 @@ def test_random_datasets_pairs_always_valid(data, rule, min_shared, seed):
     for a, b, score in (pairs[i] for i in range(len(pairs))):
         assert a != b
         candidates = [(x, y) for x in by_text[a] for y in by_text[b]]
-        positive = any(is_positive(x, y, rule, min_shared, 0.5)
-                       and jaccard(x, y) == pytest.approx(score) for x, y in candidates)
-        negative = any(is_negative(x, y, rule, 0.2)
-                       and jaccard(x, y) == pytest.approx(score) for x, y in candidates)
+        positive = any(
+            is_positive(x, y, rule, min_shared, 0.5) and jaccard(x, y) == pytest.approx(score) for x, y in candidates
+        )
+        negative = any(is_negative(x, y, rule, 0.2) and jaccard(x, y) == pytest.approx(score) for x, y in candidates)
         assert positive or negative
         positive_count += positive and not negative
     assert positive_count <= num_positive
@@ -458,8 +483,7 @@ def test_random_datasets_pairs_always_valid(data, rule, min_shared, seed):
 
 
 GOEMOTIONS_DIR = Path(
-    os.environ.get("LABELSPACE_GOEMOTIONS_DIR",
-                   Path(__file__).resolve().parents[2] / "shared/data/goemotions")
+    os.environ.get("LABELSPACE_GOEMOTIONS_DIR", Path(__file__).resolve().parents[2] / "shared/data/goemotions")
 )
 
 
@@ -478,8 +502,7 @@ def read_goemotions(folder: Path) -> LabeledDataset:
 @pytest.fixture(scope="module")
 def goemotions() -> LabeledDataset:
     if not (GOEMOTIONS_DIR / "train.tsv").is_file():
-        pytest.skip(f"GoEmotions not found at {GOEMOTIONS_DIR} "
-                    "(set LABELSPACE_GOEMOTIONS_DIR to its folder)")
+        pytest.skip(f"GoEmotions not found at {GOEMOTIONS_DIR} (set LABELSPACE_GOEMOTIONS_DIR to its folder)")
     return read_goemotions(GOEMOTIONS_DIR)
 
 
@@ -497,6 +520,5 @@ def test_goemotions_pairs_obey_rule(goemotions, args):
     assert int(pairs.scores.sum()) == 5_000
     for a, b, score in (pairs[i] for i in range(len(pairs))):
         assert a != b
-        check, rule = ((is_positive, positive_rule(args)) if score == 1.0
-                       else (is_negative, negative_rule(args)))
+        check, rule = (is_positive, positive_rule(args)) if score == 1.0 else (is_negative, negative_rule(args))
         assert any(check(x, y, **rule) for x in by_text[a] for y in by_text[b]), (a, b, score)

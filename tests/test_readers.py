@@ -84,7 +84,8 @@ def test_single_label_per_row_without_any_delimiter(tmp_path):
 
 def test_json_list_strings_in_csv(tmp_path):
     path = write(
-        tmp_path, "data.csv",
+        tmp_path,
+        "data.csv",
         'text,labels\none,"[""b"", ""a""]"\ntwo,[]\nthree,"[""a, with comma""]"\nfour,c|a\n',
     )
     data = load(path)
@@ -94,7 +95,7 @@ def test_json_list_strings_in_csv(tmp_path):
 
 def test_integer_ids_with_labels_file_resolve_to_names(tmp_path):
     labels = write(tmp_path, "labels.txt", "joy\nanger\nsadness\nfear\n")
-    path = write(tmp_path, "data.csv", 'text,labels\nyay,0\ngrr,1|3\nboth,joy|2\nnone,\n')
+    path = write(tmp_path, "data.csv", "text,labels\nyay,0\ngrr,1|3\nboth,joy|2\nnone,\n")
     data = load(path, labels_file=labels)
     assert data.label_set.names == ["joy", "anger", "sadness", "fear"]  # file order, unused kept
     assert as_names(data) == [("yay", ["joy"]), ("grr", ["anger", "fear"]), ("both", ["joy", "sadness"]), ("none", [])]
@@ -110,7 +111,8 @@ def test_integer_ids_without_labels_file_are_names_in_numeric_order(tmp_path):
 
 def test_jsonl_with_list_labels_and_ids(tmp_path):
     path = write(
-        tmp_path, "data.jsonl",
+        tmp_path,
+        "data.jsonl",
         '{"text": "one", "labels": ["b", "a"]}\n\n{"text": "two", "labels": []}\n'
         '{"text": "three", "labels": "a|c", "extra": 1}\n',
     )
@@ -143,7 +145,8 @@ def test_label_columns_explicit_list_and_string(tmp_path):
 
 def test_label_columns_auto_and_implicit(tmp_path):
     path = write(
-        tmp_path, "data.csv",
+        tmp_path,
+        "data.csv",
         "text,anger,joy,stars,flag\nmad,1,0,5,true\nglad,0,1,4,false\nmeh,0.0,1.0,3,yes\n",
     )
     expected = [[1, 0, 1], [0, 1, 0], [0, 1, 1]]
@@ -201,10 +204,12 @@ def test_hf_dataset_plain_and_class_label():
     assert data.label_set.names == ["x", "y"]
     assert data.labels.to_lists() == [[0, 1], []]
 
-    features = datasets.Features({
-        "text": datasets.Value("string"),
-        "labels": datasets.Sequence(datasets.ClassLabel(names=["zeta", "alpha", "unused"])),
-    })
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "labels": datasets.Sequence(datasets.ClassLabel(names=["zeta", "alpha", "unused"])),
+        }
+    )
     multi = datasets.Dataset.from_dict({"text": ["a", "b"], "labels": [[1, 0], [1]]}, features=features)
     data = load(multi)
     assert data.label_set.names == ["zeta", "alpha", "unused"]  # the feature's names, in its order
@@ -260,7 +265,8 @@ def test_bom_and_crlf_variants_read_the_same():
 def test_quoted_multiline_fields_keep_line_numbers(tmp_path):
     labels = write(tmp_path, "labels.txt", "a\nb\n")
     path = write(
-        tmp_path, "data.csv",
+        tmp_path,
+        "data.csv",
         'text,labels\n"line one\nline two\nline three",a\n\nplain,b\n"x\ny",a\nlast,c\n',
     )
     # line 1 header, 2-4 first item, 5 blank, 6 plain, 7-8 quoted, 9 the unknown label 'c'
@@ -319,7 +325,10 @@ def test_pairs_with_and_without_score(tmp_path):
     assert unscored.scores.tolist() == [1.0]  # no score column: every pair is a positive
     custom = load(
         write(tmp_path, "custom.csv", "question,answer,relevance\nq,a,0.25\n"),
-        kind="pairs", text1_column="question", text2_column="answer", score_column="relevance",
+        kind="pairs",
+        text1_column="question",
+        text2_column="answer",
+        score_column="relevance",
     )
     assert custom[0] == ("q", "a", 0.25)
 
@@ -331,11 +340,9 @@ def test_triplets_one_and_several_negatives(tmp_path):
     assert one.num_negatives == 1
     several = load(
         write(
-            tmp_path, "several.csv",
-            "anchor,positive,negative_3,negative,negative_2\n"
-            "a1,p1,n13,n11,n12\n"
-            "a2,p2,,n21,\n"
-            "a3,p3,,n31,n32\n",
+            tmp_path,
+            "several.csv",
+            "anchor,positive,negative_3,negative,negative_2\na1,p1,n13,n11,n12\na2,p2,,n21,\na3,p3,,n31,n32\n",
         )
     )
     assert several.negatives == [["n11", "n12", "n13"], ["n21"], ["n31", "n32"]]  # numeric column order
@@ -343,7 +350,8 @@ def test_triplets_one_and_several_negatives(tmp_path):
     assert several[1] == ("a2", "p2", ["n21"])
     custom = load(
         write(tmp_path, "custom.csv", "query,pos,negative\nq,p,n\n"),
-        anchor_column="query", positive_column="pos",
+        anchor_column="query",
+        positive_column="pos",
     )
     assert isinstance(custom, TripletDataset) and custom[0] == ("q", "p", ["n"])
 
@@ -358,8 +366,16 @@ def test_triplets_one_and_several_negatives(tmp_path):
     ],
 )
 def test_kind_detection(tmp_path, header, kind):
-    row = {"text": "t", "labels": "a", "text1": "x", "text2": "y", "score": "1", "anchor": "a",
-           "positive": "p", "negative": "n"}
+    row = {
+        "text": "t",
+        "labels": "a",
+        "text1": "x",
+        "text2": "y",
+        "score": "1",
+        "anchor": "a",
+        "positive": "p",
+        "negative": "n",
+    }
     names = header.split(",")
     path = write(tmp_path, "data.csv", header + "\n" + ",".join(row[name] for name in names) + "\n")
     assert type(load(path)) is kind

@@ -59,9 +59,7 @@ def assert_partition(splits, num_items: int, num_parts: int) -> None:
 # ---------------------------------------------------------------------------- partition
 
 
-@pytest.mark.parametrize(
-    "fractions", [(0.8, 0.1, 0.1), (0.5, 0.5), (0.7, 0.2, 0.1), (0.2, 0.2, 0.2, 0.2, 0.2)]
-)
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.5, 0.5), (0.7, 0.2, 0.1), (0.2, 0.2, 0.2, 0.2, 0.2)])
 def test_partition_and_sizes(fractions):
     labels = skewed_labels(seed=1)
     n = len(labels)
@@ -77,9 +75,7 @@ def test_sizes_with_unlabelled_items_and_uneven_cardinality():
     weights = np.geomspace(0.3, 0.002, 50)
     weights /= weights.sum()
     lists = [
-        []
-        if rng.random() < 0.1
-        else rng.choice(50, size=int(rng.integers(1, 7)), replace=False, p=weights).tolist()
+        [] if rng.random() < 0.1 else rng.choice(50, size=int(rng.integers(1, 7)), replace=False, p=weights).tolist()
         for _ in range(4000)
     ]
     labels = LabelMatrix.from_lists(lists, 50)
@@ -130,9 +126,7 @@ def test_default_seed_is_fixed():
     labels = skewed_labels(seed=3, num_items=500)
     assert all(
         np.array_equal(a, b)
-        for a, b in zip(
-            stratified_split_indices(labels), stratified_split_indices(labels, seed=0), strict=True
-        )
+        for a, b in zip(stratified_split_indices(labels), stratified_split_indices(labels, seed=0), strict=True)
     )
 
 
@@ -268,9 +262,7 @@ def test_labels_must_be_a_label_matrix():
 def test_stratified_split_of_a_dataset():
     label_set = LabelSet(["a", "b", "c"])
     rng = np.random.default_rng(0)
-    rows = [
-        sorted(set(rng.integers(0, 3, size=int(rng.integers(0, 3))).tolist())) for _ in range(200)
-    ]
+    rows = [sorted(set(rng.integers(0, 3, size=int(rng.integers(0, 3))).tolist())) for _ in range(200)]
     texts = [f"text {i}" for i in range(200)]
     data = LabeledDataset(texts, LabelMatrix.from_lists(rows, 3), label_set)
 
@@ -311,11 +303,7 @@ def test_goemotions_train_split_keeps_every_label_share(capsys):
             f"GoEmotions not found at {folder} (set LABELSPACE_GOEMOTIONS_DIR to the folder "
             "holding train.tsv and labels.txt)"
         )
-    names = [
-        line.strip()
-        for line in (folder / "labels.txt").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    names = [line.strip() for line in (folder / "labels.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(names) == 28
     rows = []
     with train.open(encoding="utf-8") as handle:

@@ -70,20 +70,14 @@ FILES: dict[str, bytes] = {
     "bad/nan_score.csv": b"text1,text2,score\na cat,a kitten,NaN\n",
     "bad/empty_score.csv": b"text1,text2,score\na cat,a kitten,0.9\na cat,a car,\n",
     "bad/score_not_a_number.csv": b"text1,text2,score\na cat,a kitten,high\n",
-    "bad/triplet_without_negative.csv": (
-        b"anchor,positive,negative\nrefund?,money back,app crash\nslow app,laggy,\n"
-    ),
+    "bad/triplet_without_negative.csv": (b"anchor,positive,negative\nrefund?,money back,app crash\nslow app,laggy,\n"),
     "bad/triplet_no_negative_column.csv": b"anchor,positive\nrefund?,money back\n",
     # ---------------------------------------------------------------- good files: BOM, CRLF
     "good/plain.csv": b"text,labels\nrefund please,billing|refund\napp is slow,performance\n",
     "good/bom.csv": b"\xef\xbb\xbftext,labels\nrefund please,billing|refund\napp is slow,performance\n",
     "good/crlf.csv": b"text,labels\r\nrefund please,billing|refund\r\napp is slow,performance\r\n",
-    "good/bom_crlf.csv": (
-        b"\xef\xbb\xbftext,labels\r\nrefund please,billing|refund\r\napp is slow,performance\r\n"
-    ),
-    "good/bom_crlf.tsv": (
-        b"\xef\xbb\xbftext\tlabels\r\nrefund please\tbilling|refund\r\napp is slow\tperformance\r\n"
-    ),
+    "good/bom_crlf.csv": (b"\xef\xbb\xbftext,labels\r\nrefund please,billing|refund\r\napp is slow,performance\r\n"),
+    "good/bom_crlf.tsv": (b"\xef\xbb\xbftext\tlabels\r\nrefund please\tbilling|refund\r\napp is slow\tperformance\r\n"),
     "good/bom_crlf.jsonl": (
         b'\xef\xbb\xbf{"text": "refund please", "labels": ["billing", "refund"]}\r\n'
         b'{"text": "app is slow", "labels": ["performance"]}\r\n'
@@ -91,9 +85,7 @@ FILES: dict[str, bytes] = {
     "good/goemotions_bom_crlf/labels.txt": b"\xef\xbb\xbfadmiration\r\namusement\r\nanger\r\nneutral\r\n",
     "good/goemotions_bom_crlf/train.tsv": b"\xef\xbb\xbfso good\t0\tid1\r\nlol\t1,3\tid2\r\n",
     # a quoted field with a CRLF inside, in a CRLF file: the error on line 5 must say line 5
-    "good/bom_crlf_multiline.csv": (
-        b'\xef\xbb\xbftext,labels\r\n"two\r\nlines",a\r\nplain,b\r\n'
-    ),
+    "good/bom_crlf_multiline.csv": (b'\xef\xbb\xbftext,labels\r\n"two\r\nlines",a\r\nplain,b\r\n'),
 }
 
 #: Parquet files: path -> columns (written with pandas; compared by content, not bytes)
@@ -111,8 +103,7 @@ def write_parquet(path: Path, columns: dict[str, list]) -> bool:
         try:
             old = pd.read_parquet(path)
             if old.columns.tolist() == frame.columns.tolist() and all(
-                [_plain(v) for v in old[c].tolist()] == [_plain(v) for v in frame[c].tolist()]
-                for c in frame.columns
+                [_plain(v) for v in old[c].tolist()] == [_plain(v) for v in frame[c].tolist()] for c in frame.columns
             ):
                 return False
         except Exception:  # a damaged file is rewritten

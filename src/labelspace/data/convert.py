@@ -155,7 +155,9 @@ def labeled_to_pairs(
     order = rng.permutation(num_pairs)
     first, second, scores = first[order], second[order], scores[order]
     return PairDataset(
-        sampler.take_texts(first), sampler.take_texts(second), scores.astype(np.float32),
+        sampler.take_texts(first),
+        sampler.take_texts(second),
+        scores.astype(np.float32),
         source=dataset.source,
     )
 
@@ -189,8 +191,10 @@ def labeled_to_anchor_positive(
     sampler = _Sampler(dataset, rule, min_shared, pos_threshold, 0.0, np.random.default_rng(seed))
     first, second = sampler.positive_pairs(num_pairs)
     return PairDataset(
-        sampler.take_texts(first), sampler.take_texts(second),
-        np.ones(num_pairs, dtype=np.float32), source=dataset.source,
+        sampler.take_texts(first),
+        sampler.take_texts(second),
+        np.ones(num_pairs, dtype=np.float32),
+        source=dataset.source,
     )
 
 
@@ -222,8 +226,7 @@ def labeled_to_triplets(
     num_triplets = _check_count(num_triplets, "num_triplets")
     num_negatives = _check_count(num_negatives, "num_negatives")
     _check_rule(rule, min_shared, pos_threshold, neg_threshold)
-    sampler = _Sampler(dataset, rule, min_shared, pos_threshold, neg_threshold,
-                       np.random.default_rng(seed))
+    sampler = _Sampler(dataset, rule, min_shared, pos_threshold, neg_threshold, np.random.default_rng(seed))
     anchors, positives, negatives = sampler.triplets(num_triplets, num_negatives)
     texts = sampler.take_texts
     negative_texts: list[str] | list[list[str]]
@@ -263,9 +266,7 @@ def _check_fraction(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_rule(
-    rule: object, min_shared: object, pos_threshold: object, neg_threshold: object
-) -> None:
+def _check_rule(rule: object, min_shared: object, pos_threshold: object, neg_threshold: object) -> None:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {_names(RULES)}, got {rule!r}")
     if isinstance(min_shared, bool) or not isinstance(min_shared, (int, np.integer)):
@@ -312,7 +313,8 @@ class _Sampler:
         text_index: dict[str, int] = {}
         self.text_id = np.fromiter(
             (text_index.setdefault(text, len(text_index)) for text in self.texts),
-            dtype=np.int64, count=n,
+            dtype=np.int64,
+            count=n,
         )
         self.num_texts = len(text_index)
         self._positive_ready = False
@@ -338,8 +340,7 @@ class _Sampler:
 
     def _jaccard(self, shared: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         union = self.card[a] + self.card[b] - shared
-        return np.divide(shared, union, out=np.zeros(shared.shape, dtype=np.float64),
-                         where=union > 0)
+        return np.divide(shared, union, out=np.zeros(shared.shape, dtype=np.float64), where=union > 0)
 
     def is_positive(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         valid = (a != b) & (self.text_id[a] != self.text_id[b])
@@ -364,8 +365,7 @@ class _Sampler:
         if self.rule == "overlap":
             return f"rule='overlap' (min_shared={self.min_shared})"
         if self.rule == "jaccard":
-            return (f"rule='jaccard' (pos_threshold={self.pos_threshold}, "
-                    f"neg_threshold={self.neg_threshold})")
+            return f"rule='jaccard' (pos_threshold={self.pos_threshold}, neg_threshold={self.neg_threshold})"
         return "rule='exact'"
 
     def _prepare_positives(self) -> None:
@@ -400,8 +400,10 @@ class _Sampler:
             if need == 1:
                 why = "no two items (with different texts) share a label"
             else:
-                why = (f"no item has {need} labels that items with other texts also carry, "
-                       f"so no two items share {need} labels")
+                why = (
+                    f"no item has {need} labels that items with other texts also carry, "
+                    f"so no two items share {need} labels"
+                )
             raise ValueError(f"{self._rule_text()} cannot produce positive pairs: {why}")
 
     def _prepare_groups(self) -> None:
@@ -465,23 +467,27 @@ class _Sampler:
             ok = self.is_positive(a, b)
             return a[ok], b[ok]
 
-        a, b = _collect(count, draw, self.give_up_after,
-                        lambda: f"{count} positive pairs with {self._rule_text()}",
-                        "no pair of items with different texts satisfies it on this data")
+        a, b = _collect(
+            count,
+            draw,
+            self.give_up_after,
+            lambda: f"{count} positive pairs with {self._rule_text()}",
+            "no pair of items with different texts satisfies it on this data",
+        )
         return a, b
 
     # ---- negatives
 
     def _check_negatives_possible(self) -> None:
         if self.num_texts < 2:
-            raise ValueError(f"{self._rule_text()} cannot produce negative pairs: "
-                             "the dataset has fewer than two different texts")
+            raise ValueError(
+                f"{self._rule_text()} cannot produce negative pairs: the dataset has fewer than two different texts"
+            )
         if np.any(self.card == 0):
             return  # an unlabelled item is a negative of every item with another text
         if self.rule == "jaccard" and self.neg_threshold > 0:
             return
-        everywhere = np.flatnonzero(np.bincount(self.csr.indices, minlength=self.csr.shape[1])
-                                    == self.n)
+        everywhere = np.flatnonzero(np.bincount(self.csr.indices, minlength=self.csr.shape[1]) == self.n)
         if everywhere.size:
             raise ValueError(
                 f"{self._rule_text()} cannot produce negative pairs: every item carries label "
@@ -504,9 +510,13 @@ class _Sampler:
             ok = self.is_negative(a, b)
             return a[ok], b[ok]
 
-        a, b = _collect(count, draw, self.give_up_after,
-                        lambda: f"{count} negative pairs with {self._rule_text()}",
-                        "no pair of items with different texts satisfies it on this data")
+        a, b = _collect(
+            count,
+            draw,
+            self.give_up_after,
+            lambda: f"{count} negative pairs with {self._rule_text()}",
+            "no pair of items with different texts satisfies it on this data",
+        )
         return a, b
 
     # ---- triplets
@@ -546,10 +556,11 @@ class _Sampler:
             return a[complete], p[complete], negatives
 
         return _collect(
-            count, draw, self.give_up_after,
+            count,
+            draw,
+            self.give_up_after,
             lambda: f"{count} triplets with {num_negatives} negative(s) and {self._rule_text()}",
-            f"no anchor that has a positive has {num_negatives} negatives with distinct texts "
-            "(lower num_negatives)",
+            f"no anchor that has a positive has {num_negatives} negatives with distinct texts (lower num_negatives)",
         )
 
     def take_texts(self, items: np.ndarray) -> list[str]:
@@ -589,8 +600,7 @@ def _collect(
             break
     if accepted == 0:
         raise ValueError(
-            f"cannot sample {what()}: none of {drawn:,} candidates drawn was valid, "
-            f"so (almost surely) {why_none}"
+            f"cannot sample {what()}: none of {drawn:,} candidates drawn was valid, so (almost surely) {why_none}"
         )
     raise ValueError(
         f"cannot sample {what()}: only {accepted:,} of {drawn:,} candidates drawn were valid "

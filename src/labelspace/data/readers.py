@@ -181,10 +181,7 @@ def _read_table(source: Any, *, format: str | None, delimiter: str | None) -> tu
     if _is_hf_dataset(source):
         return _table_from_hf_dataset(source), "dataset"
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(
-            "source must be a path, a pandas DataFrame or a datasets.Dataset; "
-            f"got {type(source).__name__}"
-        )
+        raise TypeError(f"source must be a path, a pandas DataFrame or a datasets.Dataset; got {type(source).__name__}")
     path = Path(source)
     if not path.exists():
         raise DataFormatError(path, None, None, "file not found")
@@ -194,7 +191,9 @@ def _read_table(source: Any, *, format: str | None, delimiter: str | None) -> tu
         format = EXTENSIONS.get(path.suffix.lower())
         if format is None:
             raise DataFormatError(
-                path, None, None,
+                path,
+                None,
+                None,
                 f"cannot tell the format from the extension '{path.suffix}' "
                 f"(expected one of {', '.join(sorted(EXTENSIONS))}, or pass format=)",
             )
@@ -203,9 +202,12 @@ def _read_table(source: Any, *, format: str | None, delimiter: str | None) -> tu
     text = _decode(path, format, delimiter or ("," if format == "csv" else "\t"))
     if not text.strip():
         raise DataFormatError(
-            path, 1, None,
+            path,
+            1,
+            None,
             "file is empty (expected a header line naming the columns, then one item a line)"
-            if format != "jsonl" else "file is empty (expected one JSON object a line)",
+            if format != "jsonl"
+            else "file is empty (expected one JSON object a line)",
         )
     if format == "jsonl":
         return _table_from_jsonl(path, text), format
@@ -227,7 +229,9 @@ def _decode(path: Path, file_format: str, field_delimiter: str) -> str:
         column = _column_of_byte(raw, error.start, file_format, field_delimiter)
         byte = raw[error.start : error.start + 1].hex()
         raise DataFormatError(
-            path, line, column,
+            path,
+            line,
+            column,
             f"byte 0x{byte} at byte {error.start - line_start + 1} of the line is not valid UTF-8 "
             "(expected UTF-8 text: re-save the file as UTF-8)",
         ) from None
@@ -267,9 +271,10 @@ def _check_header(path: Path, columns: list[str], line: int = 1) -> None:
             raise DataFormatError(path, line, None, f"column {position} of the header has no name")
         if name in seen:
             raise DataFormatError(
-                path, line, name,
-                f"column name appears twice (columns {seen[name]} and {position}); "
-                "expected unique column names",
+                path,
+                line,
+                name,
+                f"column name appears twice (columns {seen[name]} and {position}); expected unique column names",
             )
         seen[name] = position
 
@@ -298,7 +303,9 @@ def _table_from_delimited(path: Path, text: str, delimiter: str) -> _Table:
                         "is a closing quote missing?"
                     )
                 raise DataFormatError(
-                    path, start_line, None,
+                    path,
+                    start_line,
+                    None,
                     f"found {len(record)} field{'s' if len(record) != 1 else ''}, expected {len(header)} "
                     f"({', '.join(header)}) separated by {delimiter!r}{hint}",
                 )
@@ -327,7 +334,9 @@ def _table_from_goemotions(path: Path, text: str) -> _Table:
         fields = line.split("\t")
         if len(fields) != 3:
             raise DataFormatError(
-                path, number, None,
+                path,
+                number,
+                None,
                 f"found {len(fields)} tab-separated fields, expected 3 (text, label ids, comment id)",
             )
         rows.append((number, fields))
@@ -344,13 +353,13 @@ def _table_from_jsonl(path: Path, text: str) -> _Table:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataFormatError(
-                path, number, None,
+                path,
+                number,
+                None,
                 f"malformed JSON at character {error.colno}: {error.msg} (expected one JSON object a line)",
             ) from None
         if not isinstance(record, dict):
-            raise DataFormatError(
-                path, number, None, f"expected a JSON object, found a JSON {type(record).__name__}"
-            )
+            raise DataFormatError(path, number, None, f"expected a JSON object, found a JSON {type(record).__name__}")
         if columns is None:
             columns = list(record)
             if not columns:
@@ -372,7 +381,9 @@ def _table_from_frame(frame: Any, source: str, class_label_names: dict[str, list
     for position, name in enumerate(columns, start=1):
         if name in seen:
             raise DataFormatError(
-                source, None, name,
+                source,
+                None,
+                name,
                 f"column name appears twice (columns {seen[name]} and {position}); expected unique column names",
             )
         seen[name] = position
@@ -462,7 +473,8 @@ def _text_cell(table: _Table, line: int, column: str, value: Any, allow_empty: b
 def _require_column(table: _Table, name: str, what: str) -> str:
     if name not in table.columns:
         raise table.error(
-            table.header_line or None, name,
+            table.header_line or None,
+            name,
             f"column is missing (expected {what}; found columns: {', '.join(table.columns)})",
         )
     return name
@@ -476,7 +488,8 @@ def _find_column(table: _Table, given: str | None, candidates: Sequence[str], wh
         if candidate in lowered:
             return lowered[candidate]
     raise table.error(
-        table.header_line or None, candidates[0],
+        table.header_line or None,
+        candidates[0],
         f"column is missing (expected {what} named one of {', '.join(candidates)}, "
         f"or pass {option}; found columns: {', '.join(table.columns)})",
     )
@@ -528,7 +541,8 @@ def _to_triplets(table: _Table, anchor: str, positive: str, allow_empty: bool) -
     )
     if not negative_columns:
         raise table.error(
-            table.header_line or None, "negative",
+            table.header_line or None,
+            "negative",
             "column is missing (a triplet needs at least one negative: 'negative', then "
             f"optionally 'negative_2', ...; found columns: {', '.join(table.columns)})",
         )
@@ -638,7 +652,8 @@ def _labels_from_binary_columns(
             names = _binary_columns(table, exclude={text_name})
             if not names:
                 raise table.error(
-                    table.header_line or None, None,
+                    table.header_line or None,
+                    None,
                     "no 0/1 label columns found (expected columns besides the text whose every value is 0 or 1)",
                 )
         else:
@@ -653,7 +668,8 @@ def _labels_from_binary_columns(
         missing = [name for name in label_set.names if name not in names]
         if missing:
             raise table.error(
-                table.header_line or None, missing[0],
+                table.header_line or None,
+                missing[0],
                 f"column is missing (expected one 0/1 column for every label of {label_set!r})",
             )
     order = [table.column_position(name) for name in label_set.names]
@@ -689,7 +705,8 @@ def _label_tokens(table: _Table, line: int, column: str, value: Any, delimiter: 
                 parsed = json.loads(stripped)
             except json.JSONDecodeError as error:
                 raise table.error(
-                    line, column,
+                    line,
+                    column,
                     f"malformed JSON list at character {error.colno}: {error.msg} "
                     '(expected a JSON list of names or ids, e.g. ["anger", "joy"], with double quotes)',
                 ) from None
@@ -747,15 +764,14 @@ def _labels_from_column(
     position = table.column_position(column)
     if delimiter is None:
         delimiter = _detect_label_delimiter(table, position)
-    token_rows = [
-        (line, _label_tokens(table, line, column, cells[position], delimiter)) for line, cells in table.rows
-    ]
+    token_rows = [(line, _label_tokens(table, line, column, cells[position], delimiter)) for line, cells in table.rows]
     if table.integer_ids:
         for line, tokens in token_rows:
             for token in tokens:
                 if not (isinstance(token, int) or _INTEGER.match(str(token))):
                     raise table.error(
-                        line, column,
+                        line,
+                        column,
                         f"label id {str(token)!r} is not an integer (expected comma-separated integer "
                         "ids, e.g. 3,17, each the line of a name in labels.txt counting from 0)",
                     )
@@ -778,7 +794,8 @@ def _labels_from_column(
                 number = int(name)
                 if not 0 <= number < size:
                     raise table.error(
-                        line, column,
+                        line,
+                        column,
                         f"label id {number} is out of range (expected an id in 0..{size - 1}: "
                         f"{label_set_origin} has {size} labels)",
                     )
@@ -789,15 +806,13 @@ def _labels_from_column(
                     continue
                 shown = ", ".join(label_set.names[:12]) + (", ..." if size > 12 else "")
                 raise table.error(
-                    line, column,
+                    line,
+                    column,
                     f"label '{name}' is not in {label_set_origin} "
                     f"(expected one of {shown}, or an integer id in 0..{size - 1})",
                 )
             ids.append(label_id)
         id_rows.append(ids)
     if ignored:
-        warnings.warn(
-            f"{table.source}: ignored {ignored} label(s) not in {label_set_origin}", stacklevel=3
-        )
+        warnings.warn(f"{table.source}: ignored {ignored} label(s) not in {label_set_origin}", stacklevel=3)
     return LabelMatrix.from_lists(id_rows, size), label_set
-

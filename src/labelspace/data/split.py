@@ -71,9 +71,7 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     return values
 
 
-def _greedy_counts(
-    count: int, primary: np.ndarray, secondary: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _greedy_counts(count: int, primary: np.ndarray, secondary: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """How many of ``count`` items each subset gets when each item in turn goes to the subset
     with the largest ``primary`` want (ties: largest ``secondary`` want, then random) and
     lowers both wants of that subset by one.
@@ -140,9 +138,9 @@ def _share_by_open_labels(
     num_values = values.size
     if num_values == 1 or future_items < 0.5:
         return receivers
-    mix = np.bincount(
-        receivers * num_values + value_of_item, minlength=num_subsets * num_values
-    ).reshape(num_subsets, num_values)
+    mix = np.bincount(receivers * num_values + value_of_item, minlength=num_subsets * num_values).reshape(
+        num_subsets, num_values
+    )
     rate = (float(open_wants.sum()) - float(open_labels.sum())) / future_items
     target = open_wants - rate * item_wants_after
     # Swapping an item of value values[g] from subset a for one of value values[t] from
@@ -233,9 +231,7 @@ def stratified_split_indices(
         rows = csr[items]
         row_of_entry = np.repeat(np.arange(items.size), np.diff(rows.indptr))
         still_open = remaining - np.bincount(rows.indices, minlength=remaining.size) > 0
-        open_labels = np.bincount(
-            row_of_entry, weights=still_open[rows.indices], minlength=items.size
-        ).astype(np.int64)
+        open_labels = np.bincount(row_of_entry, weights=still_open[rows.indices], minlength=items.size).astype(np.int64)
         order = np.argsort(open_labels, kind="stable")
         items, open_labels = items[order], open_labels[order]
         receivers = _share_by_open_labels(

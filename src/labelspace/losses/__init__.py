@@ -25,8 +25,12 @@ from labelspace.losses.metric.fastap import FastAPLoss
 from labelspace.losses.metric.multi_similarity import MultiSimilarityLoss
 from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss
+from labelspace.losses.text import AnglELoss, CoSENTLoss, MultipleNegativesRankingLoss
 
 __all__ = [
+    "AnglELoss",
+    "CoSENTLoss",
+    "MultipleNegativesRankingLoss",
     "AsymmetricLoss",
     "BCEHeadLoss",
     "FocalLoss",
