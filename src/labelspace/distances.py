@@ -72,6 +72,11 @@ class BaseDistance(torch.nn.Module):
         return f"normalize_embeddings={self.normalize_embeddings}, p={self.p}, power={self.power}"
 
 
+def _over_twice_root(grad: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """d sqrt(x) chain rule, grad / (2 root), taken as 0 where the root is 0 (torch.cdist's convention)."""
+    return torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
 class _ClampedSqrt(torch.autograd.Function):
     """sqrt(max(x, 0)) with gradient 0 where the root is 0 (as torch.cdist's), not inf."""
 
@@ -84,7 +89,7 @@ class _ClampedSqrt(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
         (root,) = ctx.saved_tensors
-        return torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+        return _over_twice_root(grad, root)
 
 
 class _SelfEuclidean(torch.autograd.Function):
@@ -107,26 +112,11 @@ class _SelfEuclidean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
         embeddings, root = ctx.saved_tensors
-        scaled = torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
+        scaled = _over_twice_root(grad, root)
         row_sums = scaled.sum(dim=1, keepdim=True) + scaled.sum(dim=0)[:, None]
         # (G + G^T) x as two products: BLAS reads G^T in place, cheaper than materialising it
         products = torch.addmm(scaled @ embeddings, scaled.T, embeddings)
         return 2 * (embeddings * row_sums - products)
-
-
-class _ClampedSqrt(torch.autograd.Function):
-    """sqrt(max(x, 0)) with gradient 0 where the root is 0 (as torch.cdist's), not inf."""
-
-    @staticmethod
-    def forward(ctx, squared: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        root = squared.clamp(min=0).sqrt_()
-        ctx.save_for_backward(root)
-        return root
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        (root,) = ctx.saved_tensors
-        return torch.where(root > 0, grad / (2 * root), torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
 def euclidean_distance_matrix(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

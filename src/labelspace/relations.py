@@ -57,6 +57,18 @@ def _check_labels(labels: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"labels must be 1-D class ids or a 2-D 0/1 matrix, got shape {tuple(labels.shape)}")
 
 
+def _check_rule(rule: str, min_shared: int, pos_threshold: float, neg_threshold: float) -> None:
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    if min_shared < 1:
+        raise ValueError(f"min_shared must be at least 1, got {min_shared}")
+    if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
+        raise ValueError(
+            f"expected 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold={neg_threshold}, "
+            f"pos_threshold={pos_threshold}"
+        )
+
+
 def shared_label_counts(labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
     """B x B' number of labels each pair shares (1-D labels: 1 when equal, else 0)."""
     labels = _check_labels(labels)
@@ -116,15 +128,7 @@ class Relation:
         neg_threshold: float = 0.0,
     ) -> Relation:
         """Build the relation of a batch from 1-D class ids or a B x num_labels 0/1 matrix."""
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-        if min_shared < 1:
-            raise ValueError(f"min_shared must be at least 1, got {min_shared}")
-        if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
-            raise ValueError(
-                f"expected 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold={neg_threshold}, "
-                f"pos_threshold={pos_threshold}"
-            )
+        _check_rule(rule, min_shared, pos_threshold, neg_threshold)
         labels = _check_labels(labels)
         size = labels.shape[0]
         not_self = ~torch.eye(size, dtype=torch.bool, device=labels.device)
@@ -227,3 +231,40 @@ def resolve_relation(
     return Relation.from_labels(
         labels, rule=rule, min_shared=min_shared, pos_threshold=pos_threshold, neg_threshold=neg_threshold
     )
+
+
+@dataclass(frozen=True)
+class RelationRule:
+    """How a loss or miner turns multi-hot labels into a `Relation` (checked when built).
+
+    Example:
+        >>> import torch
+        >>> rule = RelationRule("jaccard", pos_threshold=0.5)
+        >>> rule.resolve(torch.tensor([[1, 1], [1, 0]]), None, torch.zeros(2, 3)).positive.tolist()
+        [[False, True], [True, False]]
+    """
+
+    rule: Rule = "overlap"
+    min_shared: int = 1
+    pos_threshold: float = 0.5
+    neg_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_rule(self.rule, self.min_shared, self.pos_threshold, self.neg_threshold)
+
+    def resolve(
+        self, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None, embeddings: torch.Tensor
+    ) -> Relation:
+        """The relation of the batch of ``embeddings``, on their device (see `resolve_relation`)."""
+        if isinstance(labels, torch.Tensor):
+            labels = labels.to(embeddings.device)
+        relation = resolve_relation(
+            labels,
+            indices_tuple,
+            embeddings.shape[0],
+            rule=self.rule,
+            min_shared=self.min_shared,
+            pos_threshold=self.pos_threshold,
+            neg_threshold=self.neg_threshold,
+        )
+        return relation if relation.device == embeddings.device else relation.to(embeddings.device)

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from labelspace.distances import BaseDistance
-from labelspace.relations import IndicesTuple, Relation, Rule, resolve_relation
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 Reduction = Literal["mean", "mean_nonzero", "sum", "none"]
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
@@ -188,27 +188,13 @@ class MetricLoss(torch.nn.Module):
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         self.distance = distance
         self.reduction: Reduction = reduction
-        self.rule: Rule = rule
-        self.min_shared = min_shared
-        self.pos_threshold = pos_threshold
-        self.neg_threshold = neg_threshold
+        self.relation_rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
 
     def relation(
         self, embeddings: torch.Tensor, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None
     ) -> Relation:
         """The batch's relation, on the embeddings' device."""
-        if isinstance(labels, torch.Tensor):
-            labels = labels.to(embeddings.device)
-        relation = resolve_relation(
-            labels,
-            indices_tuple,
-            embeddings.shape[0],
-            rule=self.rule,
-            min_shared=self.min_shared,
-            pos_threshold=self.pos_threshold,
-            neg_threshold=self.neg_threshold,
-        )
-        return relation if relation.device == embeddings.device else relation.to(embeddings.device)
+        return self.relation_rule.resolve(labels, indices_tuple, embeddings)
 
     def reduce(self, values: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         return reduce(values, self.reduction, embeddings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from labelspace.distances import BaseDistance
-from labelspace.relations import IndicesTuple, Relation, Rule, resolve_relation
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 
 class BaseMiner(torch.nn.Module):
@@ -29,28 +29,13 @@ class BaseMiner(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.distance = distance
-        self.rule: Rule = rule
-        self.min_shared = min_shared
-        self.pos_threshold = pos_threshold
-        self.neg_threshold = neg_threshold
+        self.relation_rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | Relation) -> IndicesTuple:
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
             raise ValueError("embeddings must be a 2-D tensor (batch x dim)")
-        if isinstance(labels, torch.Tensor):
-            labels = labels.to(embeddings.device)
         with torch.no_grad():
-            relation = resolve_relation(
-                labels,
-                None,
-                embeddings.shape[0],
-                rule=self.rule,
-                min_shared=self.min_shared,
-                pos_threshold=self.pos_threshold,
-                neg_threshold=self.neg_threshold,
-            )
-            if relation.device != embeddings.device:
-                relation = relation.to(embeddings.device)
+            relation = self.relation_rule.resolve(labels, None, embeddings)
             return self.mine(embeddings.detach(), relation)
 
     def mine(self, embeddings: torch.Tensor, relation: Relation) -> IndicesTuple:
