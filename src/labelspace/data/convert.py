@@ -174,9 +174,9 @@ def labeled_to_anchor_positive(
     """Sample (anchor, positive) pairs, all scored 1.0, for MultipleNegativesRankingLoss-style
     training where the other positives of a batch serve as negatives.
 
-    Positives follow ``rule`` exactly as in `labeled_to_pairs`. The pairs carry no labels, so a
-    loss cannot tell that two in-batch items share a label; train with a sampler that avoids
-    such batches, or on labels directly, when false negatives matter.
+    Positives follow ``rule`` exactly as in `labeled_to_pairs`. The pairs carry the anchors'
+    labels (``pairs.labels``), so in-batch losses mask the other pairs of a batch that share a
+    label with the anchor instead of treating them as negatives.
 
     Example:
         >>> from labelspace.data import LabeledDataset
@@ -195,6 +195,7 @@ def labeled_to_anchor_positive(
         sampler.take_texts(second),
         np.ones(num_pairs, dtype=np.float32),
         source=dataset.source,
+        labels=dataset.labels[first],
     )
 
 

@@ -83,6 +83,9 @@ class LabeledDataset:
 class PairDataset:
     """Pairs of texts with a similarity score in [0, 1] (1 = same meaning / positive).
 
+    ``labels`` (optional) holds the labels of each pair's first text: with them, in-batch losses
+    such as `MultipleNegativesRankingLoss` mask the other pairs that share a label (false negatives).
+
     Example:
         >>> pairs = PairDataset(["a cat"], ["a kitten"], np.array([0.75]))
         >>> len(pairs), float(pairs.scores[0])
@@ -93,9 +96,12 @@ class PairDataset:
     text2: list[str]
     scores: np.ndarray
     source: str | None = field(default=None, compare=False)
+    labels: LabelMatrix | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float32)
+        if self.labels is not None and len(self.labels) != len(self.text1):
+            raise ValueError(f"labels has {len(self.labels)} rows but there are {len(self.text1)} pairs")
         if not (len(self.text1) == len(self.text2) == len(self.scores)):
             raise ValueError(
                 f"text1, text2 and scores differ in length: {len(self.text1)}, {len(self.text2)}, {len(self.scores)}"

@@ -25,9 +25,13 @@ from labelspace.losses.metric.fastap import FastAPLoss
 from labelspace.losses.metric.multi_similarity import MultiSimilarityLoss
 from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss
+from labelspace.losses.model_loss import CombinedLoss, ModelLoss, as_model_loss
 from labelspace.losses.text import AnglELoss, CoSENTLoss, MultipleNegativesRankingLoss
 
 __all__ = [
+    "CombinedLoss",
+    "ModelLoss",
+    "as_model_loss",
     "AnglELoss",
     "CoSENTLoss",
     "MultipleNegativesRankingLoss",

@@ -1,0 +1,278 @@
+"""Model-level losses: what the `Trainer` calls, ``loss(model, batch)``.
+
+Embedding-level losses (metric losses, text losses on embeddings, head losses) do not see the
+encoder. The trainer needs one more step: embed the texts of a `TextBatch` and hand the right
+tensors to the right loss. `as_model_loss` wraps any labelspace loss in the matching adapter:
+
+- a metric loss (`ContrastiveLoss`, `MultiSimilarityLoss`, ...), optionally with a miner, on a
+  labeled batch: ``loss(embeddings, labels, indices_tuple=miner(embeddings, labels))``;
+- a head loss (`BCEHeadLoss`, `FocalLoss`, ...) on a labeled batch: ``loss(model.head(embeddings), labels)``;
+- `MultipleNegativesRankingLoss` / `TripletLoss` on pairs or triplets (one embedding per column,
+  with the anchors' labels when the batch carries them);
+- `CoSENTLoss` / `AnglELoss` on scored pairs.
+
+Losses that run the encoder themselves (the cached / GradCache losses, `GISTEmbedLoss`) subclass
+`ModelLoss` directly. `CombinedLoss` sums weighted model-level losses and embeds each column of
+the batch once for all of them.
+
+In a ``torchrun`` job the in-batch adapters gather the embeddings of every process (with their
+gradients) before computing the loss, so the loss sees the global batch.
+
+Example:
+    >>> import tempfile, torch
+    >>> from labelspace.data import LabeledDataset
+    >>> from labelspace.data.batch import make_batch
+    >>> from labelspace.losses import BCEHeadLoss, CombinedLoss, MultiSimilarityLoss
+    >>> from labelspace.models import LabelspaceModel
+    >>> from labelspace.models.testing import tiny_model_folder
+    >>> data = LabeledDataset.from_label_names(["a b", "b c", "c d", "d e"], [["x"], ["x", "y"], ["y"], []])
+    >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), labels=data.label_set)
+    >>> loss = CombinedLoss([(MultiSimilarityLoss(), 1.0), (BCEHeadLoss(), 0.5)])
+    >>> value = loss(model, make_batch(data, [0, 1, 2, 3]))
+    >>> bool(value > 0), sorted(loss.last_values)
+    (True, ['BCEHeadLoss', 'MultiSimilarityLoss'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from labelspace.data.batch import TextBatch
+from labelspace.losses.base import MetricLoss
+from labelspace.losses.head import HeadLoss
+from labelspace.losses.text.pairs import CoSENTLoss
+from labelspace.losses.text.ranking import MultipleNegativesRankingLoss
+from labelspace.training import distributed
+
+__all__ = [
+    "CombinedLoss",
+    "EmbeddingCache",
+    "HeadObjective",
+    "MetricObjective",
+    "ModelLoss",
+    "PairScoreObjective",
+    "RankingObjective",
+    "as_model_loss",
+    "encoder_of",
+]
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The `Encoder` of a `LabelspaceModel` (or the encoder itself)."""
+    return getattr(model, "encoder", model)
+
+
+class EmbeddingCache:
+    """Embeds each column of a batch once (with gradients) and hands the result to every loss that asks."""
+
+    def __init__(self, model: nn.Module, batch: TextBatch) -> None:
+        self.model = model
+        self.batch = batch
+        self._columns: dict[int, torch.Tensor] = {}
+
+    def column(self, index: int) -> torch.Tensor:
+        """Embeddings (B x d) of column ``index`` of the batch."""
+        if index not in self._columns:
+            encoder = encoder_of(self.model)
+            features = encoder.tokenize(self.batch.columns[index])
+            features = {key: value.to(encoder.device) for key, value in features.items()}
+            self._columns[index] = encoder(features)
+        return self._columns[index]
+
+    def columns(self) -> list[torch.Tensor]:
+        """Embeddings of every column."""
+        return [self.column(i) for i in range(len(self.batch.columns))]
+
+
+class ModelLoss(nn.Module):
+    """Base of the losses the trainer calls: ``loss(model, batch, cache=None) -> scalar``.
+
+    ``batch_kinds`` lists the batch kinds (``"labeled"``, ``"pairs"``, ``"triplets"``) the loss accepts;
+    ``cache`` lets several losses share one embedding pass (`CombinedLoss` passes one).
+    """
+
+    batch_kinds: tuple[str, ...] = ("labeled", "pairs", "triplets")
+
+    def check_batch(self, batch: TextBatch) -> None:
+        """Raise a clear error when the batch kind does not fit this loss."""
+        if batch.kind not in self.batch_kinds:
+            raise ValueError(
+                f"{self.name} trains on {' or '.join(self.batch_kinds)} data, got a {batch.kind} batch "
+                "(pick a loss that fits the dataset, or convert the dataset with labelspace.data.convert)"
+            )
+
+    @property
+    def name(self) -> str:
+        """Display name (used for the per-loss values in logs)."""
+        return type(self).__name__
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(model, batch, cache)")
+
+
+class _Wrapped(ModelLoss):
+    """A model-level adapter around an embedding-level loss."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    @property
+    def name(self) -> str:
+        return type(self.loss).__name__
+
+
+class MetricObjective(_Wrapped):
+    """A metric loss (and optional miner) on the embeddings and labels of a labeled batch."""
+
+    batch_kinds = ("labeled",)
+
+    def __init__(self, loss: MetricLoss, miner: nn.Module | None = None) -> None:
+        super().__init__(loss)
+        self.miner = miner
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        self.check_batch(batch)
+        cache = cache or EmbeddingCache(model, batch)
+        embeddings = distributed.gather_with_grad(cache.column(0))
+        labels = batch.labels.to(embeddings.device)
+        labels = distributed.gather_without_grad(labels)
+        indices_tuple = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, indices_tuple=indices_tuple)
+
+
+class HeadObjective(_Wrapped):
+    """A head loss on ``model.head(embeddings)`` and the labels of a labeled batch (no gathering: per item)."""
+
+    batch_kinds = ("labeled",)
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        self.check_batch(batch)
+        head = getattr(model, "head", None)
+        if head is None:
+            raise ValueError(f"{self.name} needs a model with a classification head (model.head is None)")
+        cache = cache or EmbeddingCache(model, batch)
+        logits = head(cache.column(0))
+        return self.loss(logits, batch.labels.to(logits.device))
+
+
+class RankingObjective(_Wrapped):
+    """An in-batch ranking loss on pairs or triplets: ``loss(anchors, positives, *negatives, labels=...)``."""
+
+    batch_kinds = ("pairs", "triplets")
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        self.check_batch(batch)
+        cache = cache or EmbeddingCache(model, batch)
+        columns = [distributed.gather_with_grad(column) for column in cache.columns()]
+        labels = batch.labels
+        if labels is not None:
+            labels = distributed.gather_without_grad(labels.to(columns[0].device))
+        return self.loss(*columns, labels=labels)
+
+
+class PairScoreObjective(_Wrapped):
+    """A scored-pair loss (`CoSENTLoss`, `AnglELoss`): ``loss(embeddings1, embeddings2, scores)``."""
+
+    batch_kinds = ("pairs",)
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        self.check_batch(batch)
+        cache = cache or EmbeddingCache(model, batch)
+        first = distributed.gather_with_grad(cache.column(0))
+        second = distributed.gather_with_grad(cache.column(1))
+        scores = distributed.gather_without_grad(batch.scores.to(first.device))
+        return self.loss(first, second, scores)
+
+
+def _ranking_losses() -> tuple[type, ...]:
+    from labelspace.losses import text
+
+    return tuple(getattr(text, name) for name in ("MultipleNegativesRankingLoss", "TripletLoss") if hasattr(text, name))
+
+
+def as_model_loss(loss: nn.Module, miner: nn.Module | None = None) -> ModelLoss:
+    """Wrap ``loss`` in the adapter the trainer needs (model-level losses are returned as they are)."""
+    if isinstance(loss, ModelLoss):
+        if miner is not None:
+            raise ValueError(f"a miner only goes with a metric loss, not with {type(loss).__name__}")
+        return loss
+    if isinstance(loss, MetricLoss):
+        return MetricObjective(loss, miner)
+    if miner is not None:
+        raise ValueError(f"a miner only goes with a metric loss, not with {type(loss).__name__}")
+    if isinstance(loss, HeadLoss):
+        return HeadObjective(loss)
+    if isinstance(loss, (MultipleNegativesRankingLoss, *_ranking_losses())):
+        return RankingObjective(loss)
+    if isinstance(loss, CoSENTLoss):
+        return PairScoreObjective(loss)
+    raise TypeError(
+        f"cannot train with a {type(loss).__name__}: expected a labelspace metric, head or text loss, "
+        "or a ModelLoss subclass"
+    )
+
+
+class CombinedLoss(ModelLoss):
+    """A weighted sum of losses, ``sum(weight * loss(model, batch))``, sharing one embedding pass.
+
+    Any labelspace loss can be a component (it is wrapped with `as_model_loss`); a ``(metric loss,
+    miner)`` tuple pairs a metric loss with its miner. The value of each component from the last
+    call is kept in ``last_values`` (name -> float) for logging.
+
+    Args:
+        losses: ``[(loss, weight), ...]`` where ``loss`` is a loss or a ``(loss, miner)`` tuple.
+    """
+
+    def __init__(self, losses: Sequence[tuple[Any, float]]) -> None:
+        super().__init__()
+        if not losses:
+            raise ValueError("CombinedLoss needs at least one (loss, weight) pair")
+        wrapped: list[ModelLoss] = []
+        weights: list[float] = []
+        for position, item in enumerate(losses):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ValueError(f"losses[{position}] must be a (loss, weight) pair, got {item!r}")
+            loss, weight = item
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                raise ValueError(f"losses[{position}]: the weight must be a number >= 0, got {weight!r}")
+            if isinstance(loss, (tuple, list)):
+                wrapped.append(as_model_loss(*loss))
+            else:
+                wrapped.append(as_model_loss(loss))
+            weights.append(float(weight))
+        kinds = set(wrapped[0].batch_kinds)
+        for loss in wrapped[1:]:
+            kinds &= set(loss.batch_kinds)
+        if not kinds:
+            names = ", ".join(loss.name for loss in wrapped)
+            raise ValueError(f"the combined losses ({names}) accept no common kind of batch")
+        self.batch_kinds = tuple(kind for kind in ("labeled", "pairs", "triplets") if kind in kinds)
+        self.losses = nn.ModuleList(wrapped)
+        self.weights = weights
+        self.last_values: dict[str, float] = {}
+
+    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
+        self.check_batch(batch)
+        cache = cache or EmbeddingCache(model, batch)
+        total: torch.Tensor | None = None
+        values: dict[str, float] = {}
+        for loss, weight in zip(self.losses, self.weights, strict=True):
+            value = loss(model, batch, cache)
+            name = loss.name
+            suffix = 2
+            while name in values:
+                name = f"{loss.name}_{suffix}"
+                suffix += 1
+            values[name] = float(value.detach())
+            total = weight * value if total is None else total + weight * value
+        self.last_values = values
+        assert total is not None
+        return total
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}"

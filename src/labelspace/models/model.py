@@ -1,0 +1,321 @@
+"""`LabelspaceModel`: an encoder, an optional classification head, its labels and per-label thresholds.
+
+A saved model is one folder that sentence-transformers loads as is (the encoder part), plus:
+
+- ``labelspace.json``: format and version, the label names, the head config, the per-label
+  thresholds and decision rule, and training metadata;
+- ``head.safetensors`` (and ``head_config.json``): the head weights.
+
+Only safetensors and JSON are read back (no pickle). Saving writes a temporary folder beside the
+target and renames it into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labelspace.data.labels import LabelSet
+from labelspace.models.encoder import Encoder, _atomic_replace_dir
+from labelspace.models.heads import ClassificationHead
+
+__all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel"]
+
+CONFIG_FILE = "labelspace.json"
+CONFIG_FORMAT = "labelspace.model"
+CONFIG_VERSION = 1
+DECISION_RULES: tuple[str, ...] = ("threshold", "at_least_one", "top_k")
+
+
+def _as_label_set(labels: LabelSet | Sequence[str] | None) -> LabelSet | None:
+    if labels is None or isinstance(labels, LabelSet):
+        return labels
+    if isinstance(labels, str):
+        raise ValueError("labels must be a LabelSet or a list of label names, not a single string")
+    return LabelSet(list(labels))
+
+
+class LabelspaceModel(nn.Module):
+    """A text encoder with an optional multi-label head, the label names and per-label thresholds.
+
+    Args:
+        encoder: the `Encoder` (transformer + pooling + normalisation).
+        head: a `ClassificationHead` over the embeddings, or None for an embedding-only model.
+        label_set: the label names, in the head's output order.
+        thresholds: one decision threshold per label (default 0.5 each).
+        decision_rule: ``"threshold"`` (labels whose probability reaches their threshold),
+            ``"at_least_one"`` (the same, but a text with none gets its most probable label) or
+            ``"top_k"`` (the ``top_k`` most probable labels).
+        top_k: labels per text for ``"top_k"``.
+        metadata: free-form JSON-ready training metadata kept in ``labelspace.json``.
+
+    Example:
+        >>> import tempfile
+        >>> from labelspace.models import LabelspaceModel
+        >>> from labelspace.models.testing import tiny_model_folder
+        >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), labels=["joy", "anger"])
+        >>> model.encode(["so happy", "so angry"]).shape
+        (2, 32)
+        >>> model.predict_proba(["so happy"]).shape
+        (1, 2)
+        >>> folder = model.save(tempfile.mkdtemp() + "/run")
+        >>> LabelspaceModel.from_pretrained(folder).label_set.names
+        ['joy', 'anger']
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        head: ClassificationHead | None = None,
+        label_set: LabelSet | Sequence[str] | None = None,
+        *,
+        thresholds: Sequence[float] | np.ndarray | None = None,
+        decision_rule: str = "threshold",
+        top_k: int = 1,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.label_set = _as_label_set(label_set)
+        if head is not None:
+            if self.label_set is None:
+                raise ValueError("a model with a head needs label_set (the names of the head's outputs)")
+            if head.num_labels != len(self.label_set):
+                raise ValueError(
+                    f"the head has {head.num_labels} outputs but label_set has {len(self.label_set)} names"
+                )
+            if head.input_dim != encoder.dimension:
+                raise ValueError(
+                    f"the head expects {head.input_dim}-d inputs but the encoder gives {encoder.dimension}"
+                )
+        self.thresholds = np.full(self.num_labels, 0.5, dtype=np.float64)
+        if thresholds is not None:
+            self.set_thresholds(thresholds)
+        self.set_decision_rule(decision_rule, top_k)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        labels: LabelSet | Sequence[str] | None = None,
+        head_kind: str = "multi_label",
+        hidden_dim: int | None = None,
+        dropout: float = 0.1,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_seq_length: int | None = None,
+        seed: int | None = None,
+    ) -> LabelspaceModel:
+        """Load a saved labelspace folder, or start a model from an encoder (``"minilm"``, a folder, a hub id).
+
+        A folder with ``labelspace.json`` loads completely (encoder, head, labels, thresholds); passing
+        ``labels`` then must name the same labels. Otherwise the encoder is loaded and, when ``labels``
+        is given, a new head of kind ``head_kind`` is initialised (with ``seed`` when given).
+        """
+        path = Path(os.fspath(name_or_path)).expanduser()
+        config_path = path / CONFIG_FILE
+        if path.is_dir() and config_path.is_file():
+            model = cls._load_folder(path, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length)
+            wanted = _as_label_set(labels)
+            if wanted is not None and model.label_set != wanted:
+                raise ValueError(
+                    f"{path} was trained on labels {model.label_set.names if model.label_set else None}, "
+                    f"not on {wanted.names}"
+                )
+            return model
+        encoder = Encoder.from_pretrained(
+            name_or_path, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length
+        )
+        label_set = _as_label_set(labels)
+        head = None
+        if label_set is not None:
+            if len(label_set) == 0:
+                raise ValueError("labels is empty: a head needs at least one label")
+            if seed is not None:
+                torch.manual_seed(seed)
+            head = ClassificationHead(
+                encoder.dimension, len(label_set), kind=head_kind, hidden_dim=hidden_dim, dropout=dropout
+            )
+        return cls(encoder, head, label_set)
+
+    @classmethod
+    def _load_folder(cls, path: Path, **encoder_options: Any) -> LabelspaceModel:
+        config_path = path / CONFIG_FILE
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+        if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+            raise ValueError(f"{config_path} is not a labelspace model config (expected format {CONFIG_FORMAT!r})")
+        if config.get("version") != CONFIG_VERSION:
+            raise ValueError(f"{config_path}: unsupported version {config.get('version')!r} (reads {CONFIG_VERSION})")
+        encoder = Encoder.from_pretrained(path, **encoder_options)
+        label_set = LabelSet(config["labels"]) if config.get("labels") is not None else None
+        head = ClassificationHead.load(path) if config.get("head") is not None else None
+        return cls(
+            encoder,
+            head,
+            label_set,
+            thresholds=config.get("thresholds"),
+            decision_rule=config.get("decision_rule", "threshold"),
+            top_k=int(config.get("top_k", 1)),
+            metadata=config.get("metadata") or {},
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_labels(self) -> int:
+        """Number of labels (0 for an embedding-only model)."""
+        return 0 if self.label_set is None else len(self.label_set)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def set_thresholds(self, thresholds: float | Sequence[float] | np.ndarray) -> None:
+        """Set the per-label decision thresholds (a number sets every label)."""
+        values = np.asarray(thresholds, dtype=np.float64)
+        if values.ndim == 0:
+            values = np.full(self.num_labels, float(values))
+        if values.shape != (self.num_labels,):
+            raise ValueError(f"thresholds must hold one value per label ({self.num_labels}), got shape {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("thresholds must be finite numbers")
+        self.thresholds = values.copy()
+
+    def set_decision_rule(self, rule: str, top_k: int = 1) -> None:
+        """Set how probabilities become labels (see the class docstring)."""
+        if rule not in DECISION_RULES:
+            raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        self.decision_rule = rule
+        self.top_k = top_k
+
+    # ------------------------------------------------------------------ forward / inference
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings (with gradients) of a tokenised batch."""
+        return self.encoder(features)
+
+    def encode(
+        self, texts: str | Iterable[str], batch_size: int = 32, show_progress_bar: bool | None = None
+    ) -> np.ndarray:
+        """Embed texts (``N x d`` float32; ``d`` for a single string)."""
+        return self.encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+
+    def _require_head(self) -> ClassificationHead:
+        if self.head is None:
+            raise ValueError("this model has no classification head: train it with labels to predict them")
+        return self.head
+
+    def predict_proba(
+        self, texts: str | Iterable[str], batch_size: int = 32, show_progress_bar: bool | None = None
+    ) -> np.ndarray:
+        """Per-label probabilities, ``N x L`` float32 (sigmoid for multi-label heads)."""
+        head = self._require_head()
+        single = isinstance(texts, str)
+        embeddings = self.encoder.encode(
+            [texts] if single else list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=False,
+        )
+        was_training = head.training
+        head.eval()
+        try:
+            with torch.inference_mode():
+                probabilities = head.predict_proba(embeddings.to(self.device)).float().cpu().numpy()
+        finally:
+            head.train(was_training)
+        return probabilities[0] if single else probabilities
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Boolean ``N x L`` decisions from probabilities, with the thresholds and decision rule."""
+        probabilities = np.atleast_2d(np.asarray(probabilities))
+        if self.decision_rule == "top_k":
+            k = min(self.top_k, probabilities.shape[1])
+            top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+            chosen = np.zeros(probabilities.shape, dtype=bool)
+            np.put_along_axis(chosen, top, True, axis=1)
+            return chosen
+        chosen = probabilities >= self.thresholds[None, :]
+        if self.decision_rule == "at_least_one" and probabilities.shape[1]:
+            empty = ~chosen.any(axis=1)
+            chosen[empty, probabilities[empty].argmax(axis=1)] = True
+        return chosen
+
+    def predict(self, texts: str | Iterable[str], batch_size: int = 32) -> list[list[str]]:
+        """The label names predicted for each text."""
+        single = isinstance(texts, str)
+        probabilities = np.atleast_2d(self.predict_proba([texts] if single else list(texts), batch_size=batch_size))
+        chosen = self.decide(probabilities)
+        names = np.asarray(self.label_set.names if self.label_set else [], dtype=object)
+        # Labels in descending probability order within each text.
+        order = np.argsort(-probabilities, axis=1, kind="stable")
+        ranked_chosen = np.take_along_axis(chosen, order, axis=1)
+        return [names[order[i][ranked_chosen[i]]].tolist() for i in range(len(chosen))]
+
+    # ------------------------------------------------------------------ saving
+    def config(self) -> dict[str, Any]:
+        """The JSON content of ``labelspace.json``."""
+        return {
+            "format": CONFIG_FORMAT,
+            "version": CONFIG_VERSION,
+            "labels": None if self.label_set is None else self.label_set.names,
+            "head": None if self.head is None else self.head.config(),
+            "thresholds": self.thresholds.tolist(),
+            "decision_rule": self.decision_rule,
+            "top_k": self.top_k,
+            "encoder": {
+                "pooling": self.encoder.pooling,
+                "normalize": self.encoder.normalize,
+                "max_seq_length": self.encoder.max_seq_length,
+                "dimension": self.encoder.dimension,
+            },
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the model folder at ``path`` atomically (temporary folder beside it, then a rename)."""
+        target = Path(path).expanduser().absolute()
+        if target.exists():
+            if not target.is_dir():
+                raise FileExistsError(f"cannot save the model to {str(target)!r}: it exists and is not a folder")
+            if any(target.iterdir()) and not overwrite:
+                raise FileExistsError(
+                    f"cannot save the model to {str(target)!r}: the folder exists and is not empty "
+                    "(pass overwrite=True to replace it)"
+                )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            os.chmod(tmp, 0o755)
+            self.write_into(tmp)
+            _atomic_replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def write_into(self, folder: Path) -> None:
+        """Write the model files into an existing empty ``folder`` (not atomic: `save` wraps it)."""
+        self.encoder._write_folder(folder)
+        if self.head is not None:
+            self.head.save(folder)
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
+
+    def extra_repr(self) -> str:
+        return f"labels={self.num_labels}, decision_rule={self.decision_rule!r}"

@@ -1,0 +1,23 @@
+"""Training: `Trainer`, `TrainingArguments`, callbacks, checkpoints and data-parallel helpers.
+
+Names are imported lazily so that low-level modules (losses) can use
+`labelspace.training.distributed` without importing the trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Callback", "Trainer", "TrainingArguments"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Trainer", "TrainingArguments"):
+        from labelspace.training import trainer
+
+        return getattr(trainer, name)
+    if name == "Callback":
+        from labelspace.training import callbacks
+
+        return callbacks.Callback
+    raise AttributeError(f"module 'labelspace.training' has no attribute {name!r}")
