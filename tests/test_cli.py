@@ -18,6 +18,7 @@ COMMANDS = [
     ["convert", "triplets-to-pairs", "--help"],
     ["split", "--help"],
     ["quickstart", "--help"],
+    ["train", "--help"],
 ]
 
 

@@ -332,7 +332,25 @@ def quickstart() -> None:
     console.print("\nnext: labelspace data check YOUR_FILE.csv   (see README.md for the data formats)")
 
 
+# ----------------------------------------------------------------------------- model commands
+
+from labelspace.commands import register_all  # noqa: E402  (the command modules import this module)
+
+register_all(app)
+
+
 # ----------------------------------------------------------------------------- entry point
+
+
+def _quiet_libraries() -> None:
+    """Hide transformers' per-file loading / saving bars: our own progress bars tell the story."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     from labelspace.data.errors import DataFormatError
 
     command = typer.main.get_command(app)
+    _quiet_libraries()
     debug = os.environ.get("LABELSPACE_DEBUG") not in (None, "", "0")
     try:
         result = command.main(args=argv, prog_name="labelspace", standalone_mode=False)

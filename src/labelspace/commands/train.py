@@ -1,0 +1,257 @@
+"""``labelspace train``: fine-tune a model from a YAML config and/or flags, then tune thresholds on dev."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from labelspace.recipes import RECOMMENDED, TrainConfig, build_losses
+
+TRAIN_EPILOG = (
+    "Example: labelspace train --train train.tsv --dev dev.tsv --out runs/x   (the recommended recipe)\n\n"
+    "Example: labelspace train --model minilm --train train.tsv --dev dev.tsv --loss multi_similarity+bce "
+    "--sampler balanced --epochs 2 --batch-size 64 --out runs/x\n\n"
+    "Example: labelspace train --config run.yaml --epochs 1"
+)
+
+
+def load_dataset(path: str, options: dict[str, Any]) -> Any:
+    """Read a dataset with the reader options of the config's ``data`` section."""
+    from labelspace.cli import _load
+
+    allowed = {
+        "format": "file_format",
+        "kind": "kind",
+        "text_column": "text_column",
+        "labels_column": "labels_column",
+        "label_columns": "label_columns",
+        "label_delimiter": "label_delimiter",
+        "labels_file": "labels_file",
+        "delimiter": "delimiter",
+    }
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown data option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    kwargs = {allowed[key]: value for key, value in options.items()}
+    if kwargs.get("labels_file") is not None:
+        kwargs["labels_file"] = Path(kwargs["labels_file"])
+    return _load(Path(path), **kwargs)
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
+    """A table with one column per row name and the main classification metrics as rows."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in rows:
+        table.add_column(name, justify="right")
+    for key in ("macro_f1", "micro_f1", "samples_f1", "samples_jaccard", "hamming_loss", "subset_accuracy"):
+        values = [rows[name].get(key) for name in rows]
+        table.add_row(key, *("-" if value is None else f"{value:.4f}" for value in values))
+    return table
+
+
+def run_training(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning)."""
+    from labelspace.cli import console
+    from labelspace.data import LabeledDataset
+    from labelspace.evaluation import classification_report, tune_thresholds
+    from labelspace.models import LabelspaceModel
+    from labelspace.training import Trainer, TrainingArguments, distributed
+
+    config.validate()
+    train = load_dataset(config.train, config.data)
+    dev = load_dataset(config.dev, config.data) if config.dev else None
+    labeled = isinstance(train, LabeledDataset)
+    if dev is not None and labeled and isinstance(dev, LabeledDataset) and dev.label_set != train.label_set:
+        missing = sorted(set(dev.label_set.names) - set(train.label_set.names))
+        if missing:
+            raise ValueError(f"{config.dev}: labels not in the training data: {', '.join(missing[:10])}")
+        dev = _align(dev, train.label_set)
+    training_options = dict(config.training)
+    known = {field.name for field in dataclasses.fields(TrainingArguments)} - {"output_dir", "show_progress_bar"}
+    unknown = sorted(set(training_options) - known)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    args = TrainingArguments(
+        output_dir=config.out,
+        num_epochs=config.epochs,
+        max_steps=config.max_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        head_learning_rate=config.head_learning_rate,
+        warmup_ratio=config.warmup_ratio,
+        scheduler=config.scheduler,
+        seed=config.seed,
+        sampler=config.sampler,
+        eval_steps=config.eval_steps,
+        early_stopping_patience=config.early_stopping_patience,
+        show_progress_bar=show_progress,
+        **training_options,
+    )
+    datasets, losses = build_losses(config.loss, train, seed=config.seed)
+    wants_head = labeled and any(name in ("bce", "bce_balanced", "focal", "asymmetric") for name in _names(config))
+    model = LabelspaceModel.from_pretrained(
+        config.model,
+        labels=train.label_set if wants_head else None,
+        max_seq_length=config.max_seq_length,
+        seed=config.seed,
+    )
+    out = Path(config.out)
+    if distributed.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        sizes = ", ".join(f"{name}: {len(data)} {type(data).__name__}" for name, data in datasets.items())
+        console.print(f"training {config.model} on {sizes}; loss {config.loss}; run folder {out}")
+    trainer = Trainer(model, datasets, losses, eval_dataset=dev, args=args)
+    output = trainer.train(resume_from_checkpoint=resume)
+    summary: dict[str, Any] = {
+        "run": str(out),
+        "model": output.model_path,
+        "steps": output.global_step,
+        "training_loss": output.training_loss,
+    }
+    if not distributed.is_main_process():
+        return summary
+    if wants_head and isinstance(dev, LabeledDataset):
+        probabilities = model.predict_proba(dev.texts, batch_size=args.eval_batch_size)
+        y_dev = dev.labels.to_dense()
+        names = model.label_set.names
+        before = classification_report(y_dev, probabilities, thresholds=0.5, label_names=names)
+        rows = {"global 0.5": before}
+        if config.tune_thresholds:
+            tuned = tune_thresholds(
+                y_dev, probabilities, metric="f1", min_positives=config.min_positives, fallback="global"
+            )
+            model.set_thresholds(tuned.thresholds)
+            model.set_decision_rule(config.decision_rule)
+            model.metadata["thresholds"] = tuned.to_dict()
+            model.metadata["thresholds"]["tuned_on"] = str(config.dev)
+            decided = model.decide(probabilities)
+            rows["tuned"] = classification_report(y_dev, decided.astype(int), label_names=names)
+            model.save(out / "model", overwrite=True)
+        summary["dev"] = rows
+        (out / "metrics.json").write_text(json.dumps({"dev": rows}, indent=2) + "\n", encoding="utf-8")
+        console.print(metrics_table(rows, f"dev metrics ({config.dev})"))
+    elif output.metrics:
+        summary["dev"] = {"final": output.metrics}
+    console.print(f"model saved to {output.model_path}")
+    return summary
+
+
+def _names(config: TrainConfig) -> list[str]:
+    from labelspace.recipes import parse_loss_spec
+
+    return [name for name, _ in parse_loss_spec(config.loss)]
+
+
+def _align(dataset: Any, label_set: Any) -> Any:
+    """``dataset`` re-expressed over ``label_set`` (the training labels, in their order)."""
+    from labelspace.data import LabeledDataset
+
+    names = [dataset.label_names(i) for i in range(len(dataset))]
+    return LabeledDataset.from_label_names(dataset.texts, names, label_set=label_set)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the app."""
+
+    @app.command("train", epilog=TRAIN_EPILOG)
+    def train_command(
+        config_file: Annotated[
+            Path | None, typer.Option("--config", help="YAML file of settings (flags override it).")
+        ] = None,
+        train: Annotated[str | None, typer.Option("--train", help="Training data file.")] = None,
+        dev: Annotated[str | None, typer.Option("--dev", help="Dev data: evaluation and threshold tuning.")] = None,
+        out: Annotated[str | None, typer.Option("--out", help="Run folder to write.")] = None,
+        model: Annotated[
+            str | None,
+            typer.Option("--model", help=f"Encoder: 'minilm', a folder or a hub id (default {RECOMMENDED['model']})."),
+        ] = None,
+        loss: Annotated[
+            str | None,
+            typer.Option("--loss", help=f"Loss spec, e.g. multi_similarity+bce:0.5 (default {RECOMMENDED['loss']})."),
+        ] = None,
+        sampler: Annotated[
+            str | None,
+            typer.Option(
+                "--sampler",
+                help="random, no_duplicates, m_per_label, balanced or length_grouped "
+                f"(default {RECOMMENDED['sampler']}).",
+            ),
+        ] = None,
+        epochs: Annotated[
+            int | None, typer.Option("--epochs", help=f"Epochs (default {RECOMMENDED['epochs']}).")
+        ] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+        batch_size: Annotated[
+            int | None, typer.Option("--batch-size", help=f"Batch size (default {RECOMMENDED['batch_size']}).")
+        ] = None,
+        learning_rate: Annotated[
+            float | None, typer.Option("--lr", help=f"Encoder learning rate (default {RECOMMENDED['learning_rate']}).")
+        ] = None,
+        head_learning_rate: Annotated[
+            float | None,
+            typer.Option("--head-lr", help=f"Head learning rate (default {RECOMMENDED['head_learning_rate']})."),
+        ] = None,
+        max_seq_length: Annotated[
+            int | None,
+            typer.Option(
+                "--max-seq-length", help=f"Longest input in tokens (default {RECOMMENDED['max_seq_length']})."
+            ),
+        ] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+        eval_steps: Annotated[
+            int | None, typer.Option("--eval-steps", help="Evaluate every N steps (default: each epoch).")
+        ] = None,
+        early_stopping: Annotated[
+            int | None, typer.Option("--early-stopping", help="Stop after N evaluations without improvement.")
+        ] = None,
+        tune: Annotated[
+            bool | None,
+            typer.Option(
+                "--tune-thresholds/--no-tune-thresholds", help="Tune per-label thresholds on dev (default: yes)."
+            ),
+        ] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+        text_column: Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")] = None,
+        labels_column: Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")] = None,
+        labels_file: Annotated[
+            Path | None, typer.Option("--labels-file", help="Label names, one a line (for integer ids).")
+        ] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    ) -> None:
+        """Fine-tune a model on labeled, pair or triplet data; tune per-label thresholds on dev; save the run."""
+        config = TrainConfig.from_yaml(config_file) if config_file is not None else TrainConfig()
+        data_options = dict(config.data)
+        for key, value in (("text_column", text_column), ("labels_column", labels_column)):
+            if value is not None:
+                data_options[key] = value
+        if labels_file is not None:
+            data_options["labels_file"] = str(labels_file)
+        config = config.updated(
+            train=train,
+            dev=dev,
+            out=out,
+            model=model,
+            loss=loss,
+            sampler=sampler,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            head_learning_rate=head_learning_rate,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            eval_steps=eval_steps,
+            early_stopping_patience=early_stopping,
+            tune_thresholds=tune,
+            data=data_options,
+        )
+        run_training(config, resume=resume, show_progress=not quiet)
