@@ -316,3 +316,22 @@ def test_unsupported_pooling_in_folder_is_a_clear_error(tmp_path, tiny_path, tin
     with pytest.raises(ValueError, match="weightedmean"):
         Encoder.from_pretrained(saved)
     assert Encoder.from_pretrained(saved, pooling="mean").pooling == "mean"
+
+
+def test_chunked_embedding_equals_one_padded_batch(tmp_path):
+    """Length-sorted chunks give the same embeddings and gradients as one padded batch."""
+    import torch
+
+    from labelspace.models.encoder import Encoder
+    from labelspace.models.testing import tiny_model_folder
+
+    encoder = Encoder.from_pretrained(tiny_model_folder(tmp_path / "tiny"))
+    encoder.eval()
+    texts = [("word " * n).strip() + f" {n}" for n in (1, 17, 3, 40, 2, 9, 25, 5, 11, 30, 1)]
+    chunked = encoder.embed(texts, chunk_size=3)
+    whole = encoder.embed(texts, chunk_size=None)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    weight = encoder.model.embeddings.word_embeddings.weight
+    (grad_chunked,) = torch.autograd.grad(chunked.pow(2).sum() + chunked[:, 0].sum(), weight)
+    (grad_whole,) = torch.autograd.grad(whole.pow(2).sum() + whole[:, 0].sum(), weight)
+    torch.testing.assert_close(grad_chunked, grad_whole, atol=1e-5, rtol=1e-4)

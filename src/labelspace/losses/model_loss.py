@@ -77,10 +77,7 @@ class EmbeddingCache:
     def column(self, index: int) -> torch.Tensor:
         """Embeddings (B x d) of column ``index`` of the batch."""
         if index not in self._columns:
-            encoder = encoder_of(self.model)
-            features = encoder.tokenize(self.batch.columns[index])
-            features = {key: value.to(encoder.device) for key, value in features.items()}
-            self._columns[index] = encoder(features)
+            self._columns[index] = encoder_of(self.model).embed(self.batch.columns[index])
         return self._columns[index]
 
     def columns(self) -> list[torch.Tensor]:

@@ -266,6 +266,40 @@ class Encoder(nn.Module):
         )
         return {key: value for key, value in encoded.items() if key in _MODEL_INPUTS}
 
+    def embed(self, texts: Sequence[str], *, chunk_size: int | None = 16) -> torch.Tensor:
+        """Embeddings (``B x d``, with gradients) of ``texts``, padded in length-sorted chunks.
+
+        A transformer embeds each text independently of the others in its batch, so the texts can be
+        sorted by token count and run in chunks of ``chunk_size``, each padded only to its own
+        longest text: the same embeddings (up to float rounding) for much less padding than one
+        batch padded to its longest text. ``chunk_size=None`` runs one padded batch.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        if chunk_size is None or len(texts) <= chunk_size:
+            features = {key: value.to(self.device) for key, value in self.tokenize(texts).items()}
+            return self(features)
+        encoded = self.tokenizer(
+            [str(text) for text in texts], padding=False, truncation=True, max_length=self.max_seq_length
+        )
+        keys = [key for key in _MODEL_INPUTS if key in encoded]
+        lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
+        order = np.argsort(lengths, kind="stable")
+        chunks = []
+        for start in range(0, len(texts), chunk_size):
+            rows = order[start : start + chunk_size].tolist()
+            part = {key: [encoded[key][row] for row in rows] for key in keys}
+            features = self.tokenizer.pad(part, padding=True, return_tensors="pt")
+            chunks.append(self({key: features[key].to(self.device) for key in keys}))
+        sorted_embeddings = torch.cat(chunks)
+        inverse = torch.empty(len(texts), dtype=torch.long, device=sorted_embeddings.device)
+        inverse[torch.as_tensor(order, device=sorted_embeddings.device)] = torch.arange(
+            len(texts), device=sorted_embeddings.device
+        )
+        return sorted_embeddings[inverse]
+
     def pool(self, token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pool ``B x T x d`` token embeddings to ``B x d`` with the configured mode, respecting the mask."""
         mask = attention_mask.to(token_embeddings.dtype).unsqueeze(-1)
