@@ -64,6 +64,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, show_progress: bo
     from labelspace.training import Trainer, TrainingArguments, distributed
 
     config.validate()
+    distributed.init_from_environment()  # under torchrun: know our rank before writing anything
     train = load_dataset(config.train, config.data)
     dev = load_dataset(config.dev, config.data) if config.dev else None
     labeled = isinstance(train, LabeledDataset)

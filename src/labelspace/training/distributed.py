@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,7 @@ __all__ = [
     "average_gradients",
     "broadcast_parameters",
     "gather_with_grad",
+    "gather_without_grad",
     "init_from_environment",
     "is_distributed",
     "is_main_process",
@@ -63,10 +65,12 @@ def init_from_environment() -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return is_distributed()
 
 
@@ -79,9 +83,36 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    return _GatherWithGrad.apply(tensor)
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient and keeps this process's rows.
+
+    Written out rather than ``torch.distributed.nn.functional.all_gather`` (deprecated, and a warning
+    on every call): the backward is a reduce-scatter on NCCL and an all-reduce elsewhere (gloo has
+    no reduce-scatter), which gives the same rows.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.contiguous()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        rank, rows = dist.get_rank(), ctx.rows
+        if dist.get_backend() == dist.Backend.NCCL:
+            local = torch.empty((rows, *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+            dist.reduce_scatter_tensor(local, grad, op=dist.ReduceOp.SUM)
+            return local
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[rank * rows : (rank + 1) * rows]
 
 
 def gather_without_grad(tensor: torch.Tensor) -> torch.Tensor:

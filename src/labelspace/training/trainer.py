@@ -483,6 +483,10 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 state.texts_seen += step_texts
+                if world > 1:  # log the global loss, not rank 0's share
+                    reduced = torch.tensor([step_loss], device=self.device)
+                    torch.distributed.all_reduce(reduced)
+                    step_loss = float(reduced.item()) / world
                 running_loss += step_loss
                 texts_since_log += step_texts
                 running_count += 1
@@ -557,7 +561,7 @@ class Trainer:
     def _agree_on_stop(self, should_stop: bool) -> bool:
         if not distributed.is_distributed():
             return should_stop
-        flag = torch.tensor([1.0 if should_stop else 0.0])
+        flag = torch.tensor([1.0 if should_stop else 0.0], device=self.device)  # NCCL needs a CUDA tensor
         torch.distributed.broadcast(flag, src=0)
         return bool(flag.item())
 
@@ -676,6 +680,7 @@ class Trainer:
                 "scheduler": _json_ready(self.scheduler.state_dict()),
                 "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
                 "args": self.args.to_dict(),
+                "world_size": distributed.world_size(),
             }
             checkpoints = output_dir / "checkpoints"
             path = write_checkpoint(
@@ -707,6 +712,13 @@ class Trainer:
         else:
             folder = Path(resume_from_checkpoint)
         payload, optimizer_state, rng_tensors = read_checkpoint_state(folder)
+        saved_batch = payload.get("args", {}).get("batch_size")
+        saved_world = payload.get("world_size", 1)
+        if (saved_batch, saved_world) != (self.args.batch_size, distributed.world_size()):
+            raise ValueError(
+                f"{folder} was written by a run with batch_size {saved_batch} on {saved_world} process(es); "
+                f"resume with the same (now: batch_size {self.args.batch_size} on {distributed.world_size()})"
+            )
         saved = LabelspaceModel.from_pretrained(folder)
         self.model.load_state_dict(saved.state_dict())
         self.model.to(self.device)

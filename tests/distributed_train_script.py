@@ -1,0 +1,146 @@
+"""Training script for tests/test_distributed.py, run by ``torchrun`` (2 processes) or plainly (1 process).
+
+Usage::
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 distributed_train_script.py TINY OUT 4
+    python distributed_train_script.py TINY OUT 8
+
+Trains a tiny model (dropout off) for 4 steps on two cases, each in ``OUT/<case>/rank<r>`` (so the test
+can see that only rank 0 writes its run folder):
+
+- ``labeled``: `MultiSimilarityLoss` + `BCEHeadLoss` on a toy multi-label dataset;
+- ``pairs``: `MultipleNegativesRankingLoss` with the anchors' labels on anchor/positive pairs.
+
+Rank 0 also saves the initial model to ``OUT/<case>/init`` and writes ``OUT/report-rank<r>.json``
+(every rank does) with what ``init_from_environment`` returned and, under ``torchrun``, the
+results of the collective checks (`gather_with_grad` gradients, `gather_without_grad`,
+`average_gradients`, `broadcast_parameters`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelspace import LabelspaceModel, Trainer, TrainingArguments
+from labelspace.data import LabeledDataset
+from labelspace.data.convert import labeled_to_anchor_positive
+from labelspace.losses import BCEHeadLoss, CombinedLoss, MultipleNegativesRankingLoss, MultiSimilarityLoss
+from labelspace.training import distributed
+
+TEXTS = [
+    "refund my last invoice please",
+    "the app crashes on start",
+    "charged twice and the app froze",
+    "love the new dashboard",
+    "how do I export a report",
+    "billing page shows an error",
+    "great support, thanks a lot",
+    "export button does nothing",
+]
+LABELS = [
+    ["billing"],
+    ["bug"],
+    ["billing", "bug"],
+    ["praise"],
+    ["howto"],
+    ["billing", "bug"],
+    ["praise"],
+    ["bug", "howto"],
+]
+STEPS = 4
+
+
+def toy_data(repeat: int = 4) -> LabeledDataset:
+    """32 short multi-label texts (8 distinct ones, numbered)."""
+    texts = [f"{text} {i}" for i in range(repeat) for text in TEXTS]
+    return LabeledDataset.from_label_names(texts, LABELS * repeat)
+
+
+def new_model(tiny: Path, data: LabeledDataset) -> LabelspaceModel:
+    """The tiny model with a fresh head (seed 0) and every dropout set to 0."""
+    model = LabelspaceModel.from_pretrained(tiny, labels=data.label_set, seed=0, dropout=0.0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def collective_checks() -> dict[str, Any]:
+    """Exercise the helpers of `labelspace.training.distributed` in the running group; return what they gave."""
+    rank, world = distributed.rank(), distributed.world_size()
+    local = torch.arange(6, dtype=torch.float64).reshape(3, 2) + 10.0 * rank
+    local.requires_grad_(True)
+    gathered = distributed.gather_with_grad(local)
+    # Rank s's loss weighs the gathered rows with its own coefficients c_s = (s + 1) * (row index + 1):
+    # the gradient of rank r's rows must be the sum over s of c_s restricted to r's rows.
+    rows = torch.arange(gathered.shape[0], dtype=torch.float64).unsqueeze(1) + 1.0
+    ((rank + 1) * rows * gathered).sum().backward()
+    labels = torch.tensor([[rank, 1 - rank]], dtype=torch.float32)
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    parameter.grad = torch.full((2,), float(rank + 1))
+    distributed.average_gradients([parameter])
+    module = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        module.weight.fill_(float(rank))
+    distributed.broadcast_parameters(module)
+    return {
+        "world": world,
+        "gathered": gathered.detach().tolist(),
+        "grad": local.grad.tolist(),
+        "labels": distributed.gather_without_grad(labels).tolist(),
+        "averaged": parameter.grad.tolist(),
+        "broadcast": module.weight.detach().tolist(),
+    }
+
+
+def train_case(case: str, tiny: Path, out: Path, batch_size: int) -> None:
+    """Train ``case`` for `STEPS` steps with ``output_dir=out/<case>/rank<r>``."""
+    data = toy_data()
+    model = new_model(tiny, data)
+    if case == "labeled":
+        train = data
+        loss: Any = CombinedLoss([(MultiSimilarityLoss(), 1.0), (BCEHeadLoss(), 1.0)])
+    else:
+        train = labeled_to_anchor_positive(data, 32, seed=0)
+        loss = MultipleNegativesRankingLoss()
+    if distributed.is_main_process():
+        model.save(out / case / "init", overwrite=True)
+    args = TrainingArguments(
+        output_dir=str(out / case / f"rank{distributed.rank()}"),
+        batch_size=batch_size,
+        max_steps=STEPS,
+        sampler="random",
+        learning_rate=1e-3,
+        show_progress_bar=False,
+        logging_steps=1,
+    )
+    Trainer(model, train, loss, args=args).train()
+
+
+def main(argv: list[str]) -> None:
+    """``TINY OUT BATCH_SIZE``: run the checks and both training cases."""
+    tiny, out, batch_size = Path(argv[0]), Path(argv[1]), int(argv[2])
+    torch.set_num_threads(1)
+    report: dict[str, Any] = {
+        "world_size_env": os.environ.get("WORLD_SIZE"),
+        "init": distributed.init_from_environment(),
+        "initialized": torch.distributed.is_initialized(),
+    }
+    if distributed.is_distributed():
+        report["checks"] = collective_checks()
+    for case in ("labeled", "pairs"):
+        train_case(case, tiny, out, batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"report-rank{distributed.rank()}.json").write_text(json.dumps(report), encoding="utf-8")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
