@@ -311,27 +311,6 @@ def split_command(
     console.print(f"wrote {', '.join(f'{name}.{output_format}' for name in names)} to {out}")
 
 
-@app.command("quickstart", epilog="Example: labelspace quickstart")
-def quickstart() -> None:
-    """Run the embedded demo: load the demo support-messages dataset, validate it and describe it."""
-    from labelspace.data.builtin import demo
-    from labelspace.data.check import describe
-
-    console.print("[bold]labelspace quickstart[/bold]: the embedded demo dataset (support messages, 12 labels)\n")
-    splits = {name: demo(name) for name in ("train", "dev", "test")}  # type: ignore[arg-type]
-    sizes = Table(title="Splits", title_justify="left")
-    sizes.add_column("split")
-    sizes.add_column("texts", justify="right")
-    sizes.add_column("labels per text", justify="right")
-    for name, dataset in splits.items():
-        sizes.add_row(name, str(len(dataset)), f"{dataset.labels.cardinality().mean():.2f}")
-    console.print(sizes)
-    _print_report(describe(demo("all")))
-    example_text, example_labels = splits["train"][0]
-    console.print(f"\nexample: {example_text!r} -> {example_labels}")
-    console.print("\nnext: labelspace data check YOUR_FILE.csv   (see README.md for the data formats)")
-
-
 # ----------------------------------------------------------------------------- model commands
 
 from labelspace.commands import register_all  # noqa: E402  (the command modules import this module)

@@ -55,7 +55,9 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     return table
 
 
-def run_training(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+def run_training(
+    config: TrainConfig, *, resume: bool = False, show_progress: bool = True, print_table: bool = True
+) -> dict[str, Any]:
     """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning)."""
     from labelspace.cli import console
     from labelspace.data import LabeledDataset
@@ -139,7 +141,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, show_progress: bo
             model.save(out / "model", overwrite=True)
         summary["dev"] = rows
         (out / "metrics.json").write_text(json.dumps({"dev": rows}, indent=2) + "\n", encoding="utf-8")
-        console.print(metrics_table(rows, f"dev metrics ({config.dev})"))
+        if print_table:
+            console.print(metrics_table(rows, f"dev metrics ({config.dev})"))
     elif output.metrics:
         summary["dev"] = {"final": output.metrics}
     console.print(f"model saved to {output.model_path}")
