@@ -109,12 +109,6 @@ def test_split_bad_fractions(run_cli, tmp_path):
     assert code == 2 and err.startswith("labelspace: error: --fractions: expected numbers")
 
 
-def test_quickstart_describes_the_demo(run_cli):
-    code, out, err = run_cli("quickstart")
-    assert code == 0, err
-    assert "Splits" in out and "Label frequencies" in out and "feature-request" in out
-
-
 def test_installed_console_script_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,labels\nhello,\n,refund\n")

@@ -34,9 +34,7 @@ def frozen_baseline(model_name: str, train: Any, dev: Any, test: Any, max_seq_le
     y_test, names = test.labels.to_dense(), train.label_set.names
     return {
         "frozen, 0.5": classification_report(y_test, test_scores, thresholds=0.5, label_names=names),
-        "frozen, tuned": classification_report(
-            y_test, test_scores, thresholds=tuned.thresholds, label_names=names
-        ),
+        "frozen, tuned": classification_report(y_test, test_scores, thresholds=tuned.thresholds, label_names=names),
     }
 
 
@@ -48,7 +46,7 @@ def run_quickstart(
     from labelspace.commands.train import _align, metrics_table, run_training
     from labelspace.data import load
     from labelspace.evaluation import classification_report
-    from labelspace.evaluation.report import write_report
+    from labelspace.evaluation.report import decision_report, write_report
     from labelspace.models import LabelspaceModel
     from labelspace.recipes import TrainConfig
 
@@ -84,9 +82,9 @@ def run_quickstart(
     y_test, names = test.labels.to_dense(), model.label_set.names
     rows["fine-tuned, 0.5"] = classification_report(y_test, probabilities, thresholds=0.5, label_names=names)
     decided = model.decide(probabilities)
-    tuned_row = classification_report(y_test, decided.astype(int), label_names=names)
-    for name, row in tuned_row["per_label"].items():
-        row["threshold"] = float(model.thresholds[names.index(name)])
+    tuned_row = decision_report(
+        y_test, probabilities, thresholds=model.thresholds, predictions=decided, label_names=names
+    )
     rows["fine-tuned, tuned"] = tuned_row
     report = write_report(
         out / "report.html",

@@ -62,6 +62,7 @@ def run_training(
     from labelspace.cli import console
     from labelspace.data import LabeledDataset
     from labelspace.evaluation import classification_report, tune_thresholds
+    from labelspace.evaluation.report import decision_report
     from labelspace.models import LabelspaceModel
     from labelspace.training import Trainer, TrainingArguments, distributed
 
@@ -136,8 +137,13 @@ def run_training(
             model.set_decision_rule(config.decision_rule)
             model.metadata["thresholds"] = tuned.to_dict()
             model.metadata["thresholds"]["tuned_on"] = str(config.dev)
-            decided = model.decide(probabilities)
-            rows["tuned"] = classification_report(y_dev, decided.astype(int), label_names=names)
+            rows["tuned"] = decision_report(
+                y_dev,
+                probabilities,
+                thresholds=model.thresholds,
+                predictions=model.decide(probabilities),
+                label_names=names,
+            )
             model.save(out / "model", overwrite=True)
         summary["dev"] = rows
         (out / "metrics.json").write_text(json.dumps({"dev": rows}, indent=2) + "\n", encoding="utf-8")

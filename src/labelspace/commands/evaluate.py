@@ -1,0 +1,402 @@
+"""``labelspace evaluate``, ``tune-thresholds`` and ``predict``: use a trained model folder.
+
+``RUN`` is a model folder (it holds ``labelspace.json``) or a run folder written by ``labelspace
+train`` (its ``model/`` subfolder is the model); `resolve_model_folder` tells which. Evaluation
+and tuning data are read like training data (``--format``, ``--text-column``, ``--labels-column``,
+``--labels-file``) and re-expressed over the model's labels; a label the model does not know is an
+error naming the file and the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from labelspace.commands.train import _align, load_dataset, metrics_table
+
+__all__ = ["EVALUATE_EPILOG", "PREDICT_EPILOG", "TUNE_EPILOG", "read_texts", "register", "resolve_model_folder"]
+
+EVALUATE_EPILOG = (
+    "Example: labelspace evaluate runs/x --data test.tsv --report report.html --json metrics.json\n\n"
+    "Example: labelspace evaluate runs/x/model --data test.csv --text-column body --labels-column tags"
+)
+TUNE_EPILOG = (
+    "Example: labelspace tune-thresholds runs/x --data dev.tsv --metric f1\n\n"
+    "Example: labelspace tune-thresholds runs/x --data dev.tsv --metric fbeta --beta 0.5 --rule at_least_one"
+)
+PREDICT_EPILOG = (
+    'Example: labelspace predict runs/x "I was charged twice" "the app crashes on login"\n\n'
+    "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl"
+)
+
+# ----------------------------------------------------------------------------- shared options
+
+DataOption = Annotated[Path, typer.Option("--data", help="Labelled data file (CSV, TSV, JSONL, Parquet, GoEmotions).")]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv, tsv, jsonl, parquet or goemotions (default: from the extension).")
+]
+TextColumnOption = Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")]
+LabelsColumnOption = Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")]
+LabelsFileOption = Annotated[
+    Path | None, typer.Option("--labels-file", help="Label names, one a line (for integer ids).")
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+
+
+def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
+    """The model folder of ``run``: ``run`` itself when it holds ``labelspace.json``, else ``run/model``.
+
+    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / "model").mkdir(), (run / "model" / "labelspace.json").write_text("{}")
+        >>> resolve_model_folder(run) == run / "model"
+        True
+    """
+    from labelspace.models.model import CONFIG_FILE
+
+    path = Path(run).expanduser()
+    if (path / CONFIG_FILE).is_file():
+        return path
+    if (path / "model" / CONFIG_FILE).is_file():
+        return path / "model"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run or model folder")
+    raise ValueError(
+        f"{path} is neither a model folder (no {CONFIG_FILE}) nor a run folder (no model/{CONFIG_FILE}); "
+        "pass the --out folder of 'labelspace train' or its model/ subfolder"
+    )
+
+
+def _load_model(run: Path) -> tuple[Any, Path]:
+    """The model of ``run`` (which must have a classification head) and its folder."""
+    from labelspace.models import LabelspaceModel
+
+    folder = resolve_model_folder(run)
+    model = LabelspaceModel.from_pretrained(folder)
+    if model.head is None or model.label_set is None:
+        raise ValueError(f"{folder} has no classification head (an embedding-only model): it cannot predict labels")
+    return model, folder
+
+
+def _data_options(
+    file_format: str | None, text_column: str | None, labels_column: str | None, labels_file: Path | None
+) -> dict[str, Any]:
+    given = {
+        "format": file_format,
+        "text_column": text_column,
+        "labels_column": labels_column,
+        "labels_file": labels_file,
+    }
+    return {"kind": "labeled", **{key: value for key, value in given.items() if value is not None}}
+
+
+def _load_labeled(path: Path, options: dict[str, Any], label_set: Any) -> Any:
+    """A labelled data file re-expressed over the model's ``label_set`` (unknown labels are an error)."""
+    dataset = load_dataset(str(path), options)
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: no texts")
+    counts = dataset.labels.label_counts()
+    used = [name for name, count in zip(dataset.label_set.names, counts, strict=True) if count > 0]
+    unknown = [name for name in used if name not in label_set]
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise ValueError(f"{path}: labels the model does not know: {shown} (the model knows {len(label_set)} labels)")
+    if dataset.label_set != label_set:
+        dataset = _align(dataset, label_set)
+    return dataset
+
+
+def _probabilities_and_embeddings(
+    model: Any, texts: list[str], batch_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode once; the head's probabilities from those embeddings (same values as ``predict_proba``)."""
+    import torch
+
+    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=progress)
+    with torch.inference_mode():
+        probabilities = model.head.predict_proba(torch.from_numpy(embeddings).to(model.device))
+    return probabilities.float().cpu().numpy(), embeddings
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _per_label_table(report: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("label")
+    for column in ("precision", "recall", "F1", "support", "threshold"):
+        table.add_column(column, justify="right")
+
+    def number(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for name, row in report["per_label"].items():
+        table.add_row(
+            name,
+            number(row["precision"]),
+            number(row["recall"]),
+            number(row["f1"]),
+            str(row["support"]),
+            number(row["threshold"]),
+        )
+    return table
+
+
+# ----------------------------------------------------------------------------- predict input
+
+
+def read_texts(
+    path: str | os.PathLike[str], *, file_format: str | None = None, text_column: str | None = None
+) -> list[str]:
+    """Texts to predict from ``path``.
+
+    - ``.jsonl``: one JSON object a line, the text in field ``text`` (or ``text_column``);
+    - ``.csv`` / ``.tsv`` / ``.parquet``: the ``text`` column (or ``text_column``), other columns ignored;
+    - anything else (``.txt``): one text a line, blank lines skipped.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "texts.txt"
+        >>> _ = path.write_text("first text\\n\\nsecond text\\n")
+        >>> read_texts(path)
+        ['first text', 'second text']
+    """
+    from labelspace.data.readers import EXTENSIONS, TEXT_COLUMN_CANDIDATES, _find_column, _read_table, _texts
+
+    source = Path(path)
+    if file_format is None and source.suffix.lower() not in EXTENSIONS:
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: file not found")
+        lines = source.read_text(encoding="utf-8").splitlines()
+        return [line for line in lines if line.strip()]
+    table, _ = _read_table(source, format=file_format, delimiter=None)
+    column = _find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
+    return _texts(table, column, allow_empty=False)
+
+
+def _prediction_lines(
+    texts: list[str], probabilities: np.ndarray, decided: np.ndarray, names: list[str]
+) -> Iterable[str]:
+    """One JSON line per text: ``text``, ``labels`` (most probable first), ``scores`` (6 decimals)."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+    for index, text in enumerate(texts):
+        labels = [names[j] for j in order[index] if decided[index, j]]
+        scores = dict(zip(names, rounded[index], strict=True))
+        yield json.dumps({"text": text, "labels": labels, "scores": scores}, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate``, ``tune-thresholds`` and ``predict`` to the app."""
+
+    @app.command("evaluate", epilog=EVALUATE_EPILOG)
+    def evaluate_command(
+        run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
+        data: DataOption,
+        report: Annotated[
+            Path | None, typer.Option("--report", help="Write a single-file HTML report with plots here.")
+        ] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+        batch_size: BatchSizeOption = 32,
+        file_format: FormatOption = None,
+        text_column: TextColumnOption = None,
+        labels_column: LabelsColumnOption = None,
+        labels_file: LabelsFileOption = None,
+        quiet: QuietOption = False,
+    ) -> None:
+        """Score a model on labelled data with its saved thresholds and decision rule: table, JSON, HTML report."""
+        from labelspace.cli import console
+        from labelspace.evaluation.report import decision_report, write_report
+
+        model, folder = _load_model(run)
+        dataset = _load_labeled(
+            data, _data_options(file_format, text_column, labels_column, labels_file), model.label_set
+        )
+        probabilities, embeddings = _probabilities_and_embeddings(model, dataset.texts, batch_size, not quiet)
+        decided = model.decide(probabilities)
+        y_true = dataset.labels.to_dense()
+        names = model.label_set.names
+        metrics = decision_report(
+            y_true, probabilities, thresholds=model.thresholds, predictions=decided, label_names=names
+        )
+        header: dict[str, Any] = {"model": str(folder), "data": str(data), "decision_rule": model.decision_rule}
+        if model.decision_rule == "top_k":
+            header["top_k"] = model.top_k
+        result = {**header, **metrics}
+        rule = model.decision_rule + (f" (k={model.top_k})" if model.decision_rule == "top_k" else "")
+        console.print(metrics_table({data.name: metrics}, f"{len(dataset)} texts, rule {rule}"))
+        console.print(_per_label_table(metrics, "per label"))
+        if json_path is not None:
+            _atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
+        if report is not None:
+            write_report(
+                report,
+                label_names=names,
+                y_true=y_true,
+                probabilities=probabilities,
+                thresholds=model.thresholds,
+                predictions=decided,
+                embeddings=embeddings,
+                metrics=result,
+                title=f"labelspace evaluate: {folder} on {data}",
+            )
+            console.print(f"wrote report to {report}", soft_wrap=True, highlight=False)
+
+    @app.command("tune-thresholds", epilog=TUNE_EPILOG)
+    def tune_thresholds_command(
+        run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
+        data: DataOption,
+        metric: Annotated[str, typer.Option("--metric", help="f1 or fbeta (with --beta).")] = "f1",
+        beta: Annotated[float, typer.Option("--beta", help="Beta of F-beta (< 1 favours precision).")] = 1.0,
+        min_positives: Annotated[
+            int, typer.Option("--min-positives", min=0, help="Labels with fewer positives get --fallback.")
+        ] = 5,
+        fallback: Annotated[
+            str, typer.Option("--fallback", help="Threshold for rare labels: a number, or 'global' (one tuned cut).")
+        ] = "global",
+        rule: Annotated[
+            str | None,
+            typer.Option("--rule", help="threshold, at_least_one or top_k (default: keep the model's)."),
+        ] = None,
+        top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Labels per text for --rule top_k.")] = None,
+        target_precision: Annotated[
+            float | None, typer.Option("--target-precision", help="Lowest threshold reaching this precision.")
+        ] = None,
+        target_recall: Annotated[
+            float | None, typer.Option("--target-recall", help="Highest threshold keeping this recall.")
+        ] = None,
+        batch_size: BatchSizeOption = 32,
+        file_format: FormatOption = None,
+        text_column: TextColumnOption = None,
+        labels_column: LabelsColumnOption = None,
+        labels_file: LabelsFileOption = None,
+        quiet: QuietOption = False,
+    ) -> None:
+        """Tune per-label thresholds on dev data and rewrite the model folder's thresholds (atomically)."""
+        from labelspace.cli import CommandError, console
+        from labelspace.evaluation import tune_thresholds
+        from labelspace.evaluation.report import decision_report
+        from labelspace.models.model import DECISION_RULES
+
+        if fallback == "global":
+            fallback_value: float | str = "global"
+        else:
+            try:
+                fallback_value = float(fallback)
+            except ValueError:
+                raise CommandError(f"--fallback: expected a number or 'global'; got {fallback!r}") from None
+        if rule is not None and rule not in DECISION_RULES:
+            raise CommandError(f"--rule: expected one of {', '.join(DECISION_RULES)}; got {rule!r}")
+        model, folder = _load_model(run)
+        dataset = _load_labeled(
+            data, _data_options(file_format, text_column, labels_column, labels_file), model.label_set
+        )
+        probabilities = model.predict_proba(dataset.texts, batch_size=batch_size, show_progress_bar=not quiet)
+        y_true = dataset.labels.to_dense()
+        names = model.label_set.names
+        before = decision_report(
+            y_true,
+            probabilities,
+            thresholds=model.thresholds,
+            predictions=model.decide(probabilities),
+            label_names=names,
+        )
+        tuned = tune_thresholds(
+            y_true,
+            probabilities,
+            metric=metric,
+            beta=beta,
+            target_precision=target_precision,
+            target_recall=target_recall,
+            min_positives=min_positives,
+            fallback=fallback_value,
+        )
+        model.set_thresholds(tuned.thresholds)
+        if rule is not None or top_k is not None:
+            model.set_decision_rule(rule or model.decision_rule, top_k if top_k is not None else model.top_k)
+        model.metadata["thresholds"] = {**tuned.to_dict(), "tuned_on": str(data)}
+        after = decision_report(
+            y_true,
+            probabilities,
+            thresholds=model.thresholds,
+            predictions=model.decide(probabilities),
+            label_names=names,
+        )
+        model.save(folder, overwrite=True)
+        console.print(metrics_table({"before": before, "after": after}, f"{data} ({len(dataset)} texts)"))
+        fell_back = int(tuned.fell_back.sum())
+        note = f"; {fell_back} label(s) with fewer than {min_positives} positives got the fallback" if fell_back else ""
+        console.print(
+            f"wrote {len(names)} thresholds (decision rule {model.decision_rule}) to {folder}{note}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    @app.command("predict", epilog=PREDICT_EPILOG)
+    def predict_command(
+        run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
+        texts: Annotated[list[str] | None, typer.Argument(help="Texts to label (or use --input).")] = None,
+        input_path: Annotated[
+            Path | None,
+            typer.Option("--input", help="Texts: .txt (one a line), .jsonl ('text' field), .csv/.tsv/.parquet."),
+        ] = None,
+        output: Annotated[
+            Path | None, typer.Option("--output", help="Write JSON lines here (default: print them).")
+        ] = None,
+        batch_size: BatchSizeOption = 32,
+        file_format: FormatOption = None,
+        text_column: TextColumnOption = None,
+        quiet: QuietOption = False,
+    ) -> None:
+        """Label texts with the saved thresholds and decision rule; one JSON object a line: text, labels, scores."""
+        from labelspace.cli import CommandError, console
+
+        if texts and input_path is not None:
+            raise CommandError("give texts or --input FILE, not both")
+        if not texts and input_path is None:
+            raise CommandError("no texts to predict: give texts or --input FILE")
+        model, _ = _load_model(run)
+        items = read_texts(input_path, file_format=file_format, text_column=text_column) if input_path else texts
+        if not items:
+            source = f"{input_path}: " if input_path is not None else ""
+            raise CommandError(f"{source}no texts to predict (give texts or --input FILE)")
+        items = list(items)
+        progress = input_path is not None and not quiet
+        probabilities = np.atleast_2d(model.predict_proba(items, batch_size=batch_size, show_progress_bar=progress))
+        decided = model.decide(probabilities)
+        lines = _prediction_lines(items, probabilities, decided, model.label_set.names)
+        if output is None:
+            for line in lines:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            return
+        _atomic_write_text(output, "".join(line + "\n" for line in lines))
+        console.print(f"wrote {len(items)} predictions to {output}", soft_wrap=True, highlight=False)
