@@ -26,7 +26,15 @@ from labelspace.losses.metric.multi_similarity import MultiSimilarityLoss
 from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss
 from labelspace.losses.model_loss import CombinedLoss, ModelLoss, as_model_loss
-from labelspace.losses.text import AnglELoss, CoSENTLoss, MultipleNegativesRankingLoss
+from labelspace.losses.text import (
+    AnglELoss,
+    CachedGISTEmbedLoss,
+    CachedMultipleNegativesRankingLoss,
+    CoSENTLoss,
+    GISTEmbedLoss,
+    MultipleNegativesRankingLoss,
+    TripletLoss,
+)
 
 __all__ = [
     "CombinedLoss",
@@ -35,6 +43,10 @@ __all__ = [
     "AnglELoss",
     "CoSENTLoss",
     "MultipleNegativesRankingLoss",
+    "CachedMultipleNegativesRankingLoss",
+    "GISTEmbedLoss",
+    "CachedGISTEmbedLoss",
+    "TripletLoss",
     "AsymmetricLoss",
     "BCEHeadLoss",
     "FocalLoss",
