@@ -21,7 +21,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from labelspace.commands.train import _align, load_dataset, metrics_table
+from labelspace.commands.train import align_labels, load_dataset, metrics_table
 
 __all__ = ["EVALUATE_EPILOG", "PREDICT_EPILOG", "TUNE_EPILOG", "read_texts", "register", "resolve_model_folder"]
 
@@ -115,7 +115,7 @@ def _load_labeled(path: Path, options: dict[str, Any], label_set: Any) -> Any:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise ValueError(f"{path}: labels the model does not know: {shown} (the model knows {len(label_set)} labels)")
     if dataset.label_set != label_set:
-        dataset = _align(dataset, label_set)
+        dataset = align_labels(dataset, label_set)
     return dataset
 
 

@@ -43,7 +43,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the demo end to end; returns the comparison rows (test metrics) and the paths written."""
     from labelspace.cli import console
-    from labelspace.commands.train import _align, metrics_table, run_training
+    from labelspace.commands.train import align_labels, metrics_table, run_training
     from labelspace.data import load
     from labelspace.evaluation import classification_report
     from labelspace.evaluation.report import decision_report, write_report
@@ -58,8 +58,8 @@ def run_quickstart(
         as_file(demo_folder / "test.jsonl") as test_path,
     ):
         train = load(train_path)
-        dev = _align(load(dev_path), train.label_set)
-        test = _align(load(test_path), train.label_set)
+        dev = align_labels(load(dev_path), train.label_set)
+        test = align_labels(load(test_path), train.label_set)
         console.print(
             f"[bold]labelspace quickstart[/bold]: demo support messages, {len(train.label_set)} labels, "
             f"{len(train)} train / {len(dev)} dev / {len(test)} test texts\n"

@@ -75,7 +75,7 @@ def run_training(
         missing = sorted(set(dev.label_set.names) - set(train.label_set.names))
         if missing:
             raise ValueError(f"{config.dev}: labels not in the training data: {', '.join(missing[:10])}")
-        dev = _align(dev, train.label_set)
+        dev = align_labels(dev, train.label_set)
     training_options = dict(config.training)
     known = {field.name for field in dataclasses.fields(TrainingArguments)} - {"output_dir", "show_progress_bar"}
     unknown = sorted(set(training_options) - known)
@@ -161,7 +161,7 @@ def _names(config: TrainConfig) -> list[str]:
     return [name for name, _ in parse_loss_spec(config.loss)]
 
 
-def _align(dataset: Any, label_set: Any) -> Any:
+def align_labels(dataset: Any, label_set: Any) -> Any:
     """``dataset`` re-expressed over ``label_set`` (the training labels, in their order)."""
     from labelspace.data import LabeledDataset
 

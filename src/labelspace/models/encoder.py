@@ -126,7 +126,7 @@ def _module_folders(root: Path) -> dict[str, Path | None]:
     return found
 
 
-def _atomic_replace_dir(tmp: Path, target: Path) -> None:
+def atomic_replace_dir(tmp: Path, target: Path) -> None:
     """Move the finished ``tmp`` folder to ``target``, replacing an existing ``target`` atomically where possible."""
     if not target.exists():
         os.replace(tmp, target)
@@ -393,7 +393,7 @@ class Encoder(nn.Module):
         try:
             os.chmod(tmp, 0o755)
             self._write_folder(tmp)
-            _atomic_replace_dir(tmp, target)
+            atomic_replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

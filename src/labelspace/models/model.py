@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from labelspace.data.labels import LabelSet
-from labelspace.models.encoder import Encoder, _atomic_replace_dir
+from labelspace.models.encoder import Encoder, atomic_replace_dir
 from labelspace.models.heads import ClassificationHead
 
 __all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel"]
@@ -304,7 +304,7 @@ class LabelspaceModel(nn.Module):
         try:
             os.chmod(tmp, 0o755)
             self.write_into(tmp)
-            _atomic_replace_dir(tmp, target)
+            atomic_replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
