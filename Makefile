@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(PY) -m ruff format src tests bench
 
 test: lint
-	$(PY) -m pytest -m "not slow" --doctest-modules src tests
+	$(PY) -m pytest -m "not slow" --doctest-modules --durations=15 src tests
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow tests

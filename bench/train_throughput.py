@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--goemotions", type=Path, default=None, help="GoEmotions folder (default: env / cache)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times")
     parser.add_argument("--no-chunking", action="store_true", help="labelspace without length-sorted chunks")
+    parser.add_argument("--chunk-size", type=int, default=16, help="texts per length-sorted chunk (labelspace)")
+    parser.add_argument("--only-labelspace", action="store_true", help="skip the sentence-transformers run")
     options = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.manual_seed(0)
@@ -146,14 +148,18 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     print(f"MiniLM-L6, MNRL, batch {BATCH_SIZE}, max_seq_length {MAX_SEQ_LENGTH}, {options.steps} steps")
-    chunk = None if options.no_chunking else 16
+    chunk = None if options.no_chunking else options.chunk_size
     ours, theirs = [], []
     for _ in range(options.repeats):
         ours.append(rate(run_labelspace(pairs, options.steps, chunk), options.steps))
-        theirs.append(rate(run_sentence_transformers(pairs, options.steps), options.steps))
-    ours_rate, theirs_rate = float(np.median(ours)), float(np.median(theirs))
-    label = "labelspace" + (" (no chunking)" if options.no_chunking else "")
+        if not options.only_labelspace:
+            theirs.append(rate(run_sentence_transformers(pairs, options.steps), options.steps))
+    ours_rate = float(np.median(ours))
+    label = "labelspace" + (" (no chunking)" if options.no_chunking else f" (chunks of {chunk})")
     print(f"{label:<32} {ours_rate:8.1f} texts/s   runs: {', '.join(f'{r:.1f}' for r in ours)}")
+    if options.only_labelspace:
+        return
+    theirs_rate = float(np.median(theirs))
     print(f"{'sentence-transformers':<32} {theirs_rate:8.1f} texts/s   runs: {', '.join(f'{r:.1f}' for r in theirs)}")
     print(f"speed-up: {ours_rate / theirs_rate:.2f}x")
 
