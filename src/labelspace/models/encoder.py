@@ -141,6 +141,34 @@ def atomic_replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def save_folder_atomically(
+    path: str | os.PathLike[str], write: Any, *, overwrite: bool = False, what: str = "the model"
+) -> Path:
+    """Build a folder with ``write(tmp_folder)`` beside ``path``, then rename it to ``path``; return ``path``.
+
+    Refuses to replace an existing non-empty folder unless ``overwrite``. A failure leaves ``path`` as it was.
+    """
+    target = Path(path).expanduser().absolute()
+    if target.exists():
+        if not target.is_dir():
+            raise FileExistsError(f"cannot save {what} to {str(target)!r}: it exists and is not a folder")
+        if any(target.iterdir()) and not overwrite:
+            raise FileExistsError(
+                f"cannot save {what} to {str(target)!r}: the folder exists and is not empty "
+                "(pass overwrite=True to replace it)"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        write(tmp)
+        atomic_replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
 class Encoder(nn.Module):
     """A transformer encoder with pooling and optional L2 normalisation, saved as a sentence-transformers folder.
 
@@ -379,25 +407,7 @@ class Encoder(nn.Module):
 
         Refuses to replace an existing non-empty folder unless ``overwrite=True``. Returns the path.
         """
-        target = Path(path).expanduser().absolute()
-        if target.exists():
-            if not target.is_dir():
-                raise FileExistsError(f"cannot save the encoder to {str(target)!r}: it exists and is not a folder")
-            if any(target.iterdir()) and not overwrite:
-                raise FileExistsError(
-                    f"cannot save the encoder to {str(target)!r}: the folder exists and is not empty "
-                    "(pass overwrite=True to replace it)"
-                )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            os.chmod(tmp, 0o755)
-            self._write_folder(tmp)
-            atomic_replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return save_folder_atomically(path, self._write_folder, overwrite=overwrite, what="the encoder")
 
     def _write_folder(self, folder: Path) -> None:
         save_kwargs: dict[str, Any] = {}

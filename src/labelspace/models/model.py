@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import torch
 from torch import nn
 
 from labelspace.data.labels import LabelSet
-from labelspace.models.encoder import Encoder, atomic_replace_dir
+from labelspace.models.encoder import Encoder, save_folder_atomically
 from labelspace.models.heads import ClassificationHead
 
 __all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel"]
@@ -290,25 +288,7 @@ class LabelspaceModel(nn.Module):
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the model folder at ``path`` atomically (temporary folder beside it, then a rename)."""
-        target = Path(path).expanduser().absolute()
-        if target.exists():
-            if not target.is_dir():
-                raise FileExistsError(f"cannot save the model to {str(target)!r}: it exists and is not a folder")
-            if any(target.iterdir()) and not overwrite:
-                raise FileExistsError(
-                    f"cannot save the model to {str(target)!r}: the folder exists and is not empty "
-                    "(pass overwrite=True to replace it)"
-                )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            os.chmod(tmp, 0o755)
-            self.write_into(tmp)
-            atomic_replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return save_folder_atomically(path, self.write_into, overwrite=overwrite, what="the model")
 
     def write_into(self, folder: Path) -> None:
         """Write the model files into an existing empty ``folder`` (not atomic: `save` wraps it)."""
