@@ -82,14 +82,14 @@ class EmbeddingCache:
 
     def columns(self) -> list[torch.Tensor]:
         """Embeddings of every column (the missing ones embedded together: length chunks pack better)."""
-        missing = [i for i in range(len(self.batch.columns)) if i not in self._columns]
+        missing = [i for i, _ in enumerate(self.batch.columns) if i not in self._columns]
         if len(missing) > 1:
             texts = [text for i in missing for text in self.batch.columns[i]]
             embeddings = encoder_of(self.model).embed(texts)
             sizes = [len(self.batch.columns[i]) for i in missing]
             for i, part in zip(missing, embeddings.split(sizes), strict=True):
                 self._columns[i] = part
-        return [self.column(i) for i in range(len(self.batch.columns))]
+        return [self.column(i) for i, _ in enumerate(self.batch.columns)]
 
 
 class ModelLoss(nn.Module):
