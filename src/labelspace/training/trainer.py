@@ -298,6 +298,7 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self._tensorboard: Any = None
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._best_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def _resolve_losses(self, loss: Any) -> dict[str, ModelLoss]:
@@ -548,7 +549,7 @@ class Trainer:
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
-        best = self._best_metrics if hasattr(self, "_best_metrics") else last_metrics
+        best = self._best_metrics
         return TrainOutput(
             global_step=state.global_step,
             training_loss=loss_sum / max(1, loss_steps),
