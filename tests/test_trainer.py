@@ -329,3 +329,19 @@ def test_same_seed_same_weights(tiny):
         results.append(model.state_dict())
     for key in results[0]:
         torch.testing.assert_close(results[0][key], results[1][key], atol=0, rtol=0)
+
+
+def test_pruning_keeps_the_newest_and_clears_what_killed_runs_left(tmp_path):
+    from labelspace.training.checkpoint import STATE_FILE, prune_checkpoints
+
+    for step in range(1, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
+    (tmp_path / "checkpoint-0").mkdir()  # half deleted: no state file
+    (tmp_path / ".checkpoint-6.tmp-abc").mkdir()  # killed while writing
+    (tmp_path / ".trash-checkpoint-7").mkdir()  # killed while pruning
+    (tmp_path / "notes.txt").write_text("kept")
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-5", "notes.txt"]
+    prune_checkpoints(tmp_path, keep=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-5", "notes.txt"]

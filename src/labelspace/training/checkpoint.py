@@ -31,6 +31,7 @@ __all__ = [
     "find_latest_checkpoint",
     "list_checkpoints",
     "optimizer_to_tensors",
+    "prune_checkpoints",
     "read_checkpoint_state",
     "restore_rng_state",
     "rng_state",
@@ -162,6 +163,30 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
         if match and child.is_dir() and (child / STATE_FILE).is_file():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: int | None) -> None:
+    """Delete all but the newest ``keep`` checkpoints (None: keep all), and what killed runs left behind.
+
+    A checkpoint is first renamed to a hidden name, then deleted, so a run killed while pruning
+    never leaves a half-deleted folder under a checkpoint's name. Temporary folders of a run killed
+    while writing, hidden leftovers of a killed prune, and ``checkpoint-N`` folders without their state
+    file (from older runs) are removed too.
+    """
+    if not checkpoints_dir.is_dir():
+        return
+    complete = list_checkpoints(checkpoints_dir)
+    doomed = complete[:-keep] if keep is not None else []
+    for folder in doomed:
+        trash = folder.with_name(f".trash-{folder.name}")
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    for child in checkpoints_dir.iterdir():
+        if not child.is_dir():
+            continue
+        partial = CHECKPOINT_PATTERN.match(child.name) and not (child / STATE_FILE).is_file()
+        if child.name.startswith((".trash-", ".checkpoint-")) or partial:
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:

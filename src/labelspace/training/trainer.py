@@ -46,7 +46,7 @@ from labelspace.training import distributed
 from labelspace.training.callbacks import Callback, EarlyStoppingCallback, TrainerState
 from labelspace.training.checkpoint import (
     find_latest_checkpoint,
-    list_checkpoints,
+    prune_checkpoints,
     read_checkpoint_state,
     restore_rng_state,
     write_checkpoint,
@@ -691,12 +691,7 @@ class Trainer:
                 optimizer=self.optimizer,
                 state=payload,
             )
-            limit = self.args.save_total_limit
-            if limit is not None:
-                import shutil
-
-                for old in list_checkpoints(checkpoints)[:-limit]:
-                    shutil.rmtree(old, ignore_errors=True)
+            prune_checkpoints(checkpoints, self.args.save_total_limit)
             for callback in self.callbacks:
                 callback.on_save(self, self.state, str(path))
         if distributed.is_distributed():
