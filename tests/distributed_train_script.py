@@ -32,34 +32,9 @@ from labelspace.data import LabeledDataset
 from labelspace.data.convert import labeled_to_anchor_positive
 from labelspace.losses import BCEHeadLoss, CombinedLoss, MultipleNegativesRankingLoss, MultiSimilarityLoss
 from labelspace.training import distributed
+from toy_data import toy_data
 
-TEXTS = [
-    "refund my last invoice please",
-    "the app crashes on start",
-    "charged twice and the app froze",
-    "love the new dashboard",
-    "how do I export a report",
-    "billing page shows an error",
-    "great support, thanks a lot",
-    "export button does nothing",
-]
-LABELS = [
-    ["billing"],
-    ["bug"],
-    ["billing", "bug"],
-    ["praise"],
-    ["howto"],
-    ["billing", "bug"],
-    ["praise"],
-    ["bug", "howto"],
-]
 STEPS = 4
-
-
-def toy_data(repeat: int = 4) -> LabeledDataset:
-    """32 short multi-label texts (8 distinct ones, numbered)."""
-    texts = [f"{text} {i}" for i in range(repeat) for text in TEXTS]
-    return LabeledDataset.from_label_names(texts, LABELS * repeat)
 
 
 def new_model(tiny: Path, data: LabeledDataset) -> LabelspaceModel:

@@ -30,34 +30,9 @@ from labelspace.losses import (
 from labelspace.models.testing import tiny_model_folder
 from labelspace.training.callbacks import Callback
 from labelspace.training.trainer import _lr_lambda
+from toy_data import TEXTS, toy_data
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-TEXTS = [
-    "refund my last invoice please",
-    "the app crashes on start",
-    "charged twice and the app froze",
-    "love the new dashboard",
-    "how do I export a report",
-    "billing page shows an error",
-    "great support, thanks a lot",
-    "export button does nothing",
-]
-LABELS = [
-    ["billing"],
-    ["bug"],
-    ["billing", "bug"],
-    ["praise"],
-    ["howto"],
-    ["billing", "bug"],
-    ["praise"],
-    ["bug", "howto"],
-]
-
-
-def toy_data(repeat: int = 4) -> LabeledDataset:
-    texts = [f"{text} {i}" for i in range(repeat) for text in TEXTS]
-    return LabeledDataset.from_label_names(texts, LABELS * repeat)
 
 
 @pytest.fixture(scope="module")
