@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from labelspace.data import LabeledDataset, PairDataset, TripletDataset, load
-from labelspace.data.check import describe, length_statistics
+from labelspace.data.check import collect_label_warnings, describe, length_statistics
 
 
 def _small() -> LabeledDataset:
@@ -75,3 +77,42 @@ def test_goemotions_train_counts(goemotions_dir):
     assert {row["label"]: row["count"] for row in report["label_frequencies"]} == dict(counts)
     assert report["label_frequencies"][-1]["label"] == "neutral"
     assert report["label_frequencies"][0]["label"] == counts.most_common()[-1][0]
+
+
+def test_density_warning_above_one_half():
+    # 3 texts over 2 labels: 2 + 1 + 1 = 4 assignments, density 4 / 6 > 0.5
+    dense = LabeledDataset.from_label_names(["a", "b", "c"], [["x", "y"], ["x"], ["y"]])
+    report = describe(dense)
+    assert report["label_density"] == round(4 / 6, 4)
+    assert report["warnings"] == [
+        "label density is 0.67 (above 0.5): a text carries 1.33 of the 2 labels on average; if the labels column "
+        "holds 0/1 vectors read as label ids, pass labels_format='multi_hot' (CLI: --labels-format multi_hot)"
+    ]
+    # exactly one half is not above it
+    half = LabeledDataset.from_label_names(["a", "b"], [["x"], ["y"]])
+    assert describe(half)["label_density"] == 0.5 and describe(half)["warnings"] == []
+    assert describe(_small())["warnings"] == []
+
+
+def test_reader_warnings_join_the_report():
+    pairs = PairDataset(["a"], ["b"], np.array([1.0]))
+    assert describe(pairs)["warnings"] == []
+    assert describe(pairs, reader_warnings=["w"])["warnings"] == ["w"]
+    triplets = TripletDataset(["q"], ["p"], ["n"])
+    assert describe(triplets, reader_warnings=["w"])["warnings"] == ["w"]
+    labeled = describe(_small(), reader_warnings=["from the reader"])
+    assert labeled["warnings"] == ["from the reader"]
+
+
+def test_collect_label_warnings_keeps_other_warnings(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,labels\na,x|x\nb,y\nc,y|z|y\n")
+    with pytest.warns(UserWarning, match="something else"), collect_label_warnings() as found:
+        data = load(path)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert found == [
+        f"{path}: column 'labels': 2 row(s) name a label more than once (first: line 2, 'x'); "
+        "a label counts once per text"
+    ]
+    assert data.labels.to_lists() == [[0], [1], [1, 2]]
+    assert describe(data, reader_warnings=found)["warnings"] == found

@@ -20,6 +20,7 @@ from labelspace.data import (
     TripletDataset,
     load,
 )
+from labelspace.data.readers import LabelWarning
 
 GOOD = Path(__file__).resolve().parent / "data" / "good"
 
@@ -55,7 +56,8 @@ def test_csv_delimited_labels_detected(tmp_path, cells, delimiter):
     body = "text,labels\n" + "".join(f"{t},{c}\n" for t, c in zip(texts, cells, strict=True))
     path = write(tmp_path, "data.csv", body)
     for options in ({}, {"label_delimiter": delimiter}):
-        data = load(path, **options)
+        with pytest.warns(LabelWarning, match="1 row.s. name a label more than once .first: line 5, 'refund'"):
+            data = load(path, **options)
         assert isinstance(data, LabeledDataset)
         assert data.texts == texts
         assert data.label_set.names == ["billing", "performance", "refund"]  # sorted names
@@ -415,8 +417,12 @@ def test_argument_errors(tmp_path):
         load(path, unknown_labels="drop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind must be"):
         load(path, kind="pair")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="either labels_file or label_set"):
+    with pytest.raises(
+        ValueError, match="one of labels_file, label_set and label_names, not labels_file and label_set"
+    ):
         load(path, labels_file=path, label_set=LabelSet(["a"]))
+    with pytest.raises(ValueError, match="not label_set and label_names"):
+        load(path, label_set=LabelSet(["a"]), label_names=["a"])
     with pytest.raises(ValueError, match="format must be"):
         load(path, format="xlsx")
     with pytest.raises(TypeError, match="source must be"):

@@ -78,6 +78,14 @@ LabelDelimiterOption = Annotated[
 LabelsFileOption = Annotated[
     Path | None, typer.Option("--labels-file", help="Label names, one a line; integer ids index into it.")
 ]
+LabelsFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--labels-format",
+        help="How a labels cell reads: names, ids, multi_hot (a 0/1 list per text, names from --labels-file) "
+        "or auto (0/1 lists are detected).",
+    ),
+]
 DelimiterOption = Annotated[str | None, typer.Option("--delimiter", help="Field separator of a CSV/TSV file.")]
 
 
@@ -91,13 +99,17 @@ def _load(
     label_columns: str | None = None,
     label_delimiter: str | None = None,
     labels_file: Path | None = None,
+    labels_format: str = "auto",
     delimiter: str | None = None,
     allow_empty_text: bool = False,
 ) -> Any:
     from labelspace.data import load
+    from labelspace.data.readers import LABELS_FORMATS
 
     if delimiter == "\\t":
         delimiter = "\t"
+    if labels_format not in LABELS_FORMATS:
+        raise CommandError(f"--labels-format: expected one of {', '.join(LABELS_FORMATS)}; got {labels_format!r}")
     return load(
         path,
         format=file_format,
@@ -107,6 +119,7 @@ def _load(
         label_columns=label_columns,
         label_delimiter=label_delimiter,
         labels_file=labels_file,
+        labels_format=labels_format,  # type: ignore[arg-type]
         delimiter=delimiter,
         allow_empty_text=allow_empty_text,
     )
@@ -179,6 +192,8 @@ def _print_report(report: dict[str, Any]) -> None:
             pairs.add_row(" + ".join(row["labels"]), str(row["count"]))
         if report["top_label_pairs"]:
             console.print(pairs)
+    for warning in report.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -194,28 +209,31 @@ def data_check(
     label_columns: LabelColumnsOption = None,
     label_delimiter: LabelDelimiterOption = None,
     labels_file: LabelsFileOption = None,
+    labels_format: LabelsFormatOption = "auto",
     delimiter: DelimiterOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
     allow_empty_text: Annotated[
         bool, typer.Option("--allow-empty-text", help="Count empty texts instead of stopping at the first.")
     ] = False,
 ) -> None:
-    """Validate a data file and print its statistics: label frequencies, cardinality, duplicates, lengths."""
-    from labelspace.data.check import describe
+    """Validate a data file and print its statistics: label frequencies, cardinality, duplicates, lengths, warnings."""
+    from labelspace.data.check import collect_label_warnings, describe
 
-    dataset = _load(
-        path,
-        file_format=file_format,
-        kind=kind,
-        text_column=text_column,
-        labels_column=labels_column,
-        label_columns=label_columns,
-        label_delimiter=label_delimiter,
-        labels_file=labels_file,
-        delimiter=delimiter,
-        allow_empty_text=allow_empty_text,
-    )
-    report = describe(dataset)
+    with collect_label_warnings() as reader_warnings:
+        dataset = _load(
+            path,
+            file_format=file_format,
+            kind=kind,
+            text_column=text_column,
+            labels_column=labels_column,
+            label_columns=label_columns,
+            label_delimiter=label_delimiter,
+            labels_file=labels_file,
+            labels_format=labels_format,
+            delimiter=delimiter,
+            allow_empty_text=allow_empty_text,
+        )
+    report = describe(dataset, reader_warnings=reader_warnings)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -268,6 +286,7 @@ def split_command(
     label_columns: LabelColumnsOption = None,
     label_delimiter: LabelDelimiterOption = None,
     labels_file: LabelsFileOption = None,
+    labels_format: LabelsFormatOption = "auto",
     delimiter: DelimiterOption = None,
 ) -> None:
     """Split a multi-label dataset into train/dev/test with iterative stratification (every label keeps its share)."""
@@ -287,6 +306,7 @@ def split_command(
         label_columns=label_columns,
         label_delimiter=label_delimiter,
         labels_file=labels_file,
+        labels_format=labels_format,
         delimiter=delimiter,
     )
     assert isinstance(dataset, LabeledDataset)

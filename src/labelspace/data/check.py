@@ -1,4 +1,4 @@
-"""Dataset statistics for `labelspace data check`: labels, cardinality, duplicates, lengths.
+"""Dataset statistics for `labelspace data check`: labels, cardinality, duplicates, lengths, warnings.
 
 Example:
     >>> from labelspace.data import LabeledDataset
@@ -6,17 +6,50 @@ Example:
     >>> report = describe_labeled(data)
     >>> report["label_cardinality"], report["texts_without_labels"], report["duplicated_texts"]
     (1.0, 1, 2)
+    >>> report["warnings"]
+    []
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.data.readers import LabelWarning
+
+DENSITY_WARNING_ABOVE = 0.5
+
+
+@contextmanager
+def collect_label_warnings() -> Iterator[list[str]]:
+    """Collect, as text, the `LabelWarning`s raised in the block (other warnings go on as usual).
+
+    ``data check`` reads a file inside it and hands the list to `describe`: a repeated label in a
+    row cannot be seen in the label matrix afterwards, only while reading.
+
+    Example:
+        >>> import pandas as pd
+        >>> from labelspace.data import load
+        >>> with collect_label_warnings() as found:
+        ...     _ = load(pd.DataFrame({"text": ["a"], "labels": ["x|x"]}))
+        >>> print(found[0].split(": ", 2)[2])
+        1 row(s) name a label more than once (first: row 1, 'x'); a label counts once per text
+    """
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LabelWarning)
+        yield found
+    for warning in caught:
+        if issubclass(warning.category, LabelWarning):
+            found.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def length_statistics(texts: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -46,11 +79,15 @@ def _duplicates(texts: Sequence[str]) -> tuple[int, int, list[tuple[str, int]]]:
     return sum(count for _, count in repeated), len(repeated), repeated[:5]
 
 
-def describe_labeled(dataset: LabeledDataset, *, top_pairs: int = 10) -> dict[str, Any]:
+def describe_labeled(
+    dataset: LabeledDataset, *, top_pairs: int = 10, reader_warnings: Sequence[str] = ()
+) -> dict[str, Any]:
     """Statistics of a labelled dataset, as a JSON-ready dict.
 
     Labels are listed rarest first; label pairs are counted with one sparse product
-    (L x L co-occurrence), not by looping over items.
+    (L x L co-occurrence), not by looping over items. ``warnings`` holds ``reader_warnings``
+    (see `collect_label_warnings`) and a warning when the label density is above 0.5: texts
+    carrying most of the labels usually mean 0/1 vectors or flags read as label ids.
     """
     labels = dataset.labels
     names = dataset.label_set.names
@@ -70,6 +107,14 @@ def describe_labeled(dataset: LabeledDataset, *, top_pairs: int = 10) -> dict[st
         if pair_counts[i] > 0
     ]
     rarest_first = np.lexsort((np.arange(len(names)), counts))
+    density = float(cardinality.mean()) / len(names) if rows and names else 0.0
+    found = list(reader_warnings)
+    if density > DENSITY_WARNING_ABOVE:
+        found.append(
+            f"label density is {density:.2f} (above {DENSITY_WARNING_ABOVE}): a text carries "
+            f"{float(cardinality.mean()):.2f} of the {len(names)} labels on average; if the labels column holds "
+            "0/1 vectors read as label ids, pass labels_format='multi_hot' (CLI: --labels-format multi_hot)"
+        )
     return {
         "kind": "labeled",
         "source": dataset.source,
@@ -77,7 +122,7 @@ def describe_labeled(dataset: LabeledDataset, *, top_pairs: int = 10) -> dict[st
         "labels": len(names),
         "label_assignments": labels.nnz,
         "label_cardinality": round(float(cardinality.mean()), 4) if rows else 0.0,
-        "label_density": round(float(cardinality.mean()) / len(names), 4) if rows and names else 0.0,
+        "label_density": round(density, 4),
         "labels_per_item": {str(k): int(v) for k, v in sorted(Counter(cardinality.tolist()).items())},
         "label_frequencies": [
             {"label": names[i], "count": int(counts[i]), "share": round(float(counts[i]) / rows, 4) if rows else 0.0}
@@ -90,10 +135,11 @@ def describe_labeled(dataset: LabeledDataset, *, top_pairs: int = 10) -> dict[st
         "most_repeated_texts": [{"text": text, "count": count} for text, count in most_repeated],
         "length": length_statistics(dataset.texts),
         "top_label_pairs": label_pairs,
+        "warnings": found,
     }
 
 
-def describe_pairs(dataset: PairDataset) -> dict[str, Any]:
+def describe_pairs(dataset: PairDataset, *, reader_warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Statistics of a pair dataset: size, score distribution, duplicates, lengths."""
     scores = dataset.scores
     pairs = list(zip(dataset.text1, dataset.text2, strict=True))
@@ -112,10 +158,11 @@ def describe_pairs(dataset: PairDataset) -> dict[str, Any]:
         "duplicated_pairs": duplicated_pairs,
         "empty_texts": sum(1 for text in dataset.text1 + dataset.text2 if not text.strip()),
         "length": length_statistics(dataset.text1 + dataset.text2),
+        "warnings": list(reader_warnings),
     }
 
 
-def describe_triplets(dataset: TripletDataset) -> dict[str, Any]:
+def describe_triplets(dataset: TripletDataset, *, reader_warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Statistics of a triplet dataset: size, negatives per anchor, lengths."""
     negatives = [dataset.negatives_of(i) for i in range(len(dataset))]
     per_anchor = Counter(len(row) for row in negatives)
@@ -128,15 +175,18 @@ def describe_triplets(dataset: TripletDataset) -> dict[str, Any]:
         "positive_equals_anchor": sum(1 for a, p in zip(dataset.anchors, dataset.positives, strict=True) if a == p),
         "empty_texts": sum(1 for text in all_texts if not text.strip()),
         "length": length_statistics(all_texts),
+        "warnings": list(reader_warnings),
     }
 
 
-def describe(dataset: LabeledDataset | PairDataset | TripletDataset) -> dict[str, Any]:
-    """Statistics of any labelspace dataset (dispatches on its type)."""
+def describe(
+    dataset: LabeledDataset | PairDataset | TripletDataset, *, reader_warnings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Statistics of any labelspace dataset (dispatches on its type); ``reader_warnings`` join its ``warnings``."""
     if isinstance(dataset, LabeledDataset):
-        return describe_labeled(dataset)
+        return describe_labeled(dataset, reader_warnings=reader_warnings)
     if isinstance(dataset, PairDataset):
-        return describe_pairs(dataset)
+        return describe_pairs(dataset, reader_warnings=reader_warnings)
     if isinstance(dataset, TripletDataset):
-        return describe_triplets(dataset)
+        return describe_triplets(dataset, reader_warnings=reader_warnings)
     raise TypeError(f"expected a LabeledDataset, PairDataset or TripletDataset, got {type(dataset).__name__}")

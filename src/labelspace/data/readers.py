@@ -13,6 +13,13 @@ Example:
     ['billing', 'performance', 'refund']
     >>> data[0]
     ('refund please', ['billing', 'refund'])
+
+A 0/1 list per text (multi-hot, as scikit-learn, torchmetrics and SWIFT write it) is read as
+a vector over the labels, never as label ids:
+
+    >>> vectors = pd.DataFrame({"text": ["a", "b"], "labels": [[1, 0, 1], [0, 1, 0]]})
+    >>> load(vectors, label_names=["billing", "bug", "refund"])[0]
+    ('a', ['billing', 'refund'])
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import os
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,8 @@ from labelspace.data.labels import LabelMatrix, LabelSet
 
 AnyDataset = LabeledDataset | PairDataset | TripletDataset
 Kind = Literal["auto", "labeled", "pairs", "triplets"]
+LabelsFormat = Literal["auto", "names", "ids", "multi_hot"]
+LABELS_FORMATS = ("auto", "names", "ids", "multi_hot")
 
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "comment_text", "message", "body", "tweet")
 LABELS_COLUMN_CANDIDATES = ("labels", "label", "tags", "categories", "emotions")
@@ -58,6 +68,13 @@ _INTEGER = re.compile(r"^[+-]?\d+$")
 _GOEMOTIONS_IDS = re.compile(r"^\d+(,\d+)*$")
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class LabelWarning(UserWarning):
+    """Labels that read without error but look wrong: a row naming a label twice, or ids 0 and 1 only.
+
+    `load` emits it with `warnings.warn`; ``labelspace data check`` lists it in the report's ``warnings``.
+    """
 
 
 @dataclass
@@ -93,6 +110,8 @@ def load(
     label_delimiter: str | None = None,
     labels_file: str | os.PathLike[str] | None = None,
     label_set: LabelSet | None = None,
+    label_names: Sequence[str] | None = None,
+    labels_format: LabelsFormat = "auto",
     unknown_labels: Literal["error", "ignore"] = "error",
     text1_column: str = "text1",
     text2_column: str = "text2",
@@ -119,8 +138,17 @@ def load(
             such a column is reported as an error, not taken as a reason to drop the column).
         label_delimiter: separator inside a labels cell; by default the first of ``|``,
             ``;``, ``,`` that occurs in the file.
-        labels_file: one label name a line; integer ids in the data index into it.
+        labels_file: one label name a line; integer ids in the data index into it, and its
+            names name the positions of 0/1 vectors.
         label_set: read against this label set (e.g. the train set's, to load dev/test).
+        label_names: the label names as a list (instead of a labels file).
+        labels_format: how a labels cell is read: ``names`` (every value is a label name, digits
+            too), ``ids`` (every value is an integer id into the labels file / label set),
+            ``multi_hot`` (a 0/1 list with one value per label, ``[1, 0, 1]``), or ``auto``
+            (default): lists whose values are all 0/1 (ints, 0.0/1.0, booleans) and share one
+            length are 0/1 vectors when no row could be an id list (a row repeats a value, or
+            holds floats or booleans); other cells are names, or ids when they are integers not
+            in the label set. Input that reads either way is refused, naming where.
         unknown_labels: ``error`` (default) or ``ignore`` names not in the labels file /
             label set.
         delimiter: field separator for CSV/TSV (default ``,`` for CSV, tab for TSV).
@@ -133,8 +161,19 @@ def load(
         raise ValueError(f"unknown_labels must be 'error' or 'ignore', got {unknown_labels!r}")
     if kind not in ("auto", "labeled", "pairs", "triplets"):
         raise ValueError(f"kind must be one of auto, labeled, pairs, triplets; got {kind!r}")
-    if labels_file is not None and label_set is not None:
-        raise ValueError("give either labels_file or label_set, not both")
+    if labels_format not in LABELS_FORMATS:
+        raise ValueError(f"labels_format must be one of {', '.join(LABELS_FORMATS)}; got {labels_format!r}")
+    given = [
+        name
+        for name, value in (("labels_file", labels_file), ("label_set", label_set), ("label_names", label_names))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"give one of labels_file, label_set and label_names, not {' and '.join(given)}")
+    if label_names is not None:
+        if isinstance(label_names, str):
+            raise ValueError("label_names must be a list of names, not one string")
+        label_set = LabelSet(label_names)
 
     table, detected_format = _read_table(source, format=format, delimiter=delimiter)
     if detected_format == "goemotions":
@@ -148,11 +187,15 @@ def load(
     if labels_file is not None:
         label_set = LabelSet.from_labels_file(labels_file)
         label_set_origin = f"labels file {labels_file}"
+    elif label_names is not None:
+        label_set_origin = "label_names"
     else:
         label_set_origin = "the given label set"
 
     if kind == "auto":
         kind = _detect_kind(table, text1_column, text2_column, anchor_column, positive_column)
+    if kind != "labeled" and labels_format != "auto":
+        raise ValueError(f"labels_format={labels_format!r} applies to labelled data, not to {kind}")
     if kind == "pairs":
         return _to_pairs(table, text1_column, text2_column, score_column, allow_empty_text)
     if kind == "triplets":
@@ -165,6 +208,7 @@ def load(
         label_delimiter=label_delimiter,
         label_set=label_set,
         label_set_origin=label_set_origin,
+        labels_format=labels_format,
         unknown_labels=unknown_labels,
         allow_empty_text=allow_empty_text,
     )
@@ -574,12 +618,18 @@ def _to_labeled(
     label_delimiter: str | None,
     label_set: LabelSet | None,
     label_set_origin: str,
+    labels_format: str,
     unknown_labels: str,
     allow_empty_text: bool,
 ) -> LabeledDataset:
+    if label_columns is not None and labels_format != "auto":
+        raise ValueError(
+            f"labels_format={labels_format!r} reads a labels column, while label_columns= names one 0/1 "
+            "column per label: give one or the other"
+        )
     text_name = _find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "text_column=")
     texts = _texts(table, text_name, allow_empty_text)
-    if label_columns is None and labels_column is None:
+    if label_columns is None and labels_column is None and labels_format == "auto":
         lowered = {name.lower() for name in table.columns}
         has_labels_column = any(candidate in lowered for candidate in LABELS_COLUMN_CANDIDATES)
         if not has_labels_column and _binary_columns(table, exclude={text_name}):
@@ -591,7 +641,7 @@ def _to_labeled(
             table, labels_column, LABELS_COLUMN_CANDIDATES, "a labels column", "labels_column= or label_columns="
         )
         matrix, label_set = _labels_from_column(
-            table, labels_name, label_delimiter, label_set, label_set_origin, unknown_labels
+            table, labels_name, label_delimiter, label_set, label_set_origin, labels_format, unknown_labels
         )
     return LabeledDataset(texts, matrix, label_set, source=table.source)
 
@@ -687,45 +737,65 @@ def _labels_from_binary_columns(
     return LabelMatrix.from_dense(dense), label_set
 
 
-def _label_tokens(table: _Table, line: int, column: str, value: Any, delimiter: str | None) -> list[Any]:
-    if value is _MISSING:
-        raise table.error(line, column, "key is missing (expected a list of labels; use [] for none)")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise table.error(line, column, "cell is NaN/null (expected label names or ids; leave it empty for no label)")
+_CHOOSE_FORMAT = (
+    "pass labels_format='multi_hot' or labels_format='ids' (CLI: --labels-format multi_hot or --labels-format ids)"
+)
+
+
+@dataclass
+class _LabelsCell:
+    """A labels cell cut into its values, nothing checked yet; ``values`` is None for a null or missing cell."""
+
+    line: int
+    raw: Any
+    values: list[Any] | None
+    is_list: bool  # written as a list (a list, an array, or a JSON list in text)
+
+
+def _split_labels_cell(table: _Table, line: int, column: str, value: Any, delimiter: str | None) -> _LabelsCell:
+    if value is _MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
+        return _LabelsCell(line, value, None, False)
     if isinstance(value, (list, tuple, np.ndarray)):
-        tokens = list(value)
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        tokens = [int(value)]
-    elif isinstance(value, str):
-        stripped = value.strip()
-        if not stripped:
-            return []
-        if stripped.startswith("["):
-            try:
-                parsed = json.loads(stripped)
-            except json.JSONDecodeError as error:
-                raise table.error(
-                    line,
-                    column,
-                    f"malformed JSON list at character {error.colno}: {error.msg} "
-                    '(expected a JSON list of names or ids, e.g. ["anger", "joy"], with double quotes)',
-                ) from None
-            if not isinstance(parsed, list):
-                raise table.error(line, column, "expected a JSON list of labels")
-            tokens = parsed
-        else:
-            tokens = stripped.split(delimiter) if delimiter else [stripped]
-    else:
+        return _LabelsCell(line, value, list(value), True)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return _LabelsCell(line, value, [int(value)], False)
+    if not isinstance(value, str):
         raise table.error(
             line, column, f"expected a list or a string of labels, found {type(value).__name__} {value!r}"
         )
+    stripped = value.strip()
+    if not stripped:
+        return _LabelsCell(line, value, [], False)
+    if not stripped.startswith("["):
+        return _LabelsCell(line, value, stripped.split(delimiter) if delimiter else [stripped], False)
+    try:
+        parsed = json.loads(stripped)
+    except json.JSONDecodeError as error:
+        raise table.error(
+            line,
+            column,
+            f"malformed JSON list at character {error.colno}: {error.msg} "
+            '(expected a JSON list of names or ids, e.g. ["anger", "joy"], with double quotes)',
+        ) from None
+    if not isinstance(parsed, list):
+        raise table.error(line, column, "expected a JSON list of labels")
+    return _LabelsCell(line, value, parsed, True)
+
+
+def _label_tokens(table: _Table, cell: _LabelsCell, column: str, delimiter: str | None) -> list[Any]:
+    """The label names (str) and ids (int) of a cell read as names or ids."""
+    line = cell.line
+    if cell.values is None:
+        if cell.raw is _MISSING:
+            raise table.error(line, column, "key is missing (expected a list of labels; use [] for none)")
+        raise table.error(line, column, "cell is NaN/null (expected label names or ids; leave it empty for no label)")
     result: list[Any] = []
-    for token in tokens:
+    for token in cell.values:
         if isinstance(token, str):
             token = token.strip()
             if not token:
                 raise table.error(
-                    line, column, f"empty label name in {value!r} (expected names separated by {delimiter!r})"
+                    line, column, f"empty label name in {cell.raw!r} (expected names separated by {delimiter!r})"
                 )
             if token.lower() in NULL_WORDS:
                 raise table.error(line, column, f"{token!r} is not a label (expected label names or ids)")
@@ -737,6 +807,115 @@ def _label_tokens(table: _Table, line: int, column: str, value: Any, delimiter: 
             raise table.error(line, column, f"label {token!r} is neither a name nor an integer id")
         result.append(token)
     return result
+
+
+def _is_flag(value: Any) -> bool:
+    """A 0/1 value written as a number or a boolean (text such as "1" does not count)."""
+    return not isinstance(value, str) and _binary_value(value) is not None
+
+
+def _cannot_be_ids(values: list[Any]) -> bool:
+    """A 0/1 list no id list could be: it holds a float or a boolean, or repeats a value."""
+    if any(isinstance(value, (bool, np.bool_, float, np.floating)) for value in values):
+        return True
+    return len({int(value) for value in values}) < len(values)
+
+
+def _shown(cell: _LabelsCell) -> str:
+    """A cell as a message shows it: ``[1, 0, 1]``, or the text as written."""
+    if not cell.is_list or cell.values is None:
+        text = repr(cell.raw)
+        return text if len(text) <= 60 else text[:57] + "..."
+    values = [value.item() if isinstance(value, np.generic) else value for value in cell.values[:8]]
+    return (
+        "["
+        + ", ".join(json.dumps(value, ensure_ascii=False) for value in values)
+        + (", ...]" if len(cell.values) > 8 else "]")
+    )
+
+
+def _reads_as_multi_hot(table: _Table, column: str, cells: list[_LabelsCell], label_set: LabelSet | None) -> bool:
+    """Whether a labels column holds 0/1 vectors (``labels_format="auto"``); input that reads both ways is refused.
+
+    The 0/1 vectors are the cells written as non-empty lists of 0/1 numbers or booleans. They are
+    vectors when every non-null cell is one, they share one length, and at least one of them cannot
+    be a list of label ids (a float or boolean, or a value twice: every 0/1 list longer than 2 repeats
+    a value). When every such list is also a valid id list, the column is read as ids unless it is
+    all ``[0, 1]`` / ``[1, 0]`` with no labels of another count saying so: that is refused.
+    """
+    vectors = [cell for cell in cells if cell.is_list and cell.values and all(map(_is_flag, cell.values))]
+    if not vectors:
+        return False
+    first, length = vectors[0], len(vectors[0].values or ())
+    vector_ids = {id(cell) for cell in vectors}
+    others = [cell for cell in cells if cell.values is not None and id(cell) not in vector_ids]
+    odd_length = next((cell for cell in vectors if len(cell.values or ()) != length), None)
+    proof = next((cell for cell in vectors if _cannot_be_ids(cell.values or [])), None)
+    if proof is None:
+        if others or odd_length is not None or length != 2 or (label_set is not None and len(label_set) != 2):
+            return False
+        raise table.error(
+            first.line,
+            column,
+            f"every labels cell is a list of two 0/1 values such as {_shown(first)}, which reads both as the "
+            f"label ids 0 and 1 and as a 0/1 vector over 2 labels (multi-hot); {_CHOOSE_FORMAT}",
+        )
+    if others:
+        other = others[0]
+        raise table.error(
+            other.line,
+            column,
+            f"{_shown(other)} is not a 0/1 vector like {_shown(proof)} on {table.line_word} {proof.line}: the "
+            f"column mixes 0/1 vectors (multi-hot) with label names or ids; {_CHOOSE_FORMAT}",
+        )
+    if odd_length is not None:
+        raise table.error(
+            odd_length.line,
+            column,
+            f"0/1 list {_shown(odd_length)} has {len(odd_length.values or ())} values while the one on "
+            f"{table.line_word} {first.line} has {length} (a 0/1 vector has one value per label): fix the list, "
+            f"or {_CHOOSE_FORMAT}",
+        )
+    return True
+
+
+def _labels_from_vectors(
+    table: _Table, column: str, cells: list[_LabelsCell], label_set: LabelSet | None, label_set_origin: str
+) -> tuple[LabelMatrix, LabelSet]:
+    """Multi-hot cells (one 0/1 value per label) into a label matrix; without names, the positions name the labels."""
+    size = len(label_set) if label_set is not None else None
+    expected_from = f"one per label of {label_set_origin}"
+    example = "a 0/1 vector with one value per label, e.g. [1, 0, 1]"
+    for cell in cells:
+        if cell.values is None:
+            what = "key is missing" if cell.raw is _MISSING else "cell is NaN/null"
+            raise table.error(cell.line, column, f"{what} (expected {example})")
+        if size is None:
+            if not cell.values:
+                raise table.error(cell.line, column, f"empty 0/1 vector (expected {example})")
+            size, expected_from = len(cell.values), f"as on {table.line_word} {cell.line}"
+        if len(cell.values) != size:
+            raise table.error(
+                cell.line,
+                column,
+                f"{_shown(cell)} has {len(cell.values)} value{'' if len(cell.values) == 1 else 's'}, expected a 0/1 "
+                f"vector of {size} ({expected_from})",
+            )
+    assert size is not None  # a table has rows
+    block = np.asarray([cell.values for cell in cells]) if size else np.zeros((len(cells), 0), dtype=np.uint8)
+    if block.ndim != 2 or block.dtype.kind not in "biuf" or not np.isin(block, (0, 1)).all():
+        for cell in cells:  # the first value that is not 0/1, for the message
+            for position, value in enumerate(cell.values or (), start=1):
+                if _binary_value(value) is None:
+                    raise table.error(
+                        cell.line,
+                        column,
+                        f"value {value!r} at position {position} of {_shown(cell)} is not 0 or 1 (expected {example})",
+                    )
+        block = np.array([[_binary_value(value) for value in cell.values or ()] for cell in cells])
+    if label_set is None:
+        label_set = LabelSet(str(position) for position in range(size))
+    return LabelMatrix.from_dense(block.astype(np.uint8)), label_set
 
 
 def _detect_label_delimiter(table: _Table, position: int) -> str | None:
@@ -759,38 +938,56 @@ def _labels_from_column(
     delimiter: str | None,
     label_set: LabelSet | None,
     label_set_origin: str,
+    labels_format: str,
     unknown_labels: str,
 ) -> tuple[LabelMatrix, LabelSet]:
     position = table.column_position(column)
     if delimiter is None:
         delimiter = _detect_label_delimiter(table, position)
-    token_rows = [(line, _label_tokens(table, line, column, cells[position], delimiter)) for line, cells in table.rows]
-    if table.integer_ids:
+    cells = [_split_labels_cell(table, line, column, cells[position], delimiter) for line, cells in table.rows]
+    class_labels = label_set is None and bool(table.class_label_names) and column in (table.class_label_names or {})
+    if class_labels:
+        label_set = LabelSet((table.class_label_names or {})[column])
+        label_set_origin = "the dataset's ClassLabel names"
+    if (
+        labels_format == "auto"
+        and not table.integer_ids
+        and not class_labels
+        and _reads_as_multi_hot(table, column, cells, label_set)
+    ):
+        labels_format = "multi_hot"
+    if labels_format == "multi_hot":
+        return _labels_from_vectors(table, column, cells, label_set, label_set_origin)
+
+    token_rows = [(cell.line, _label_tokens(table, cell, column, delimiter)) for cell in cells]
+    if table.integer_ids or labels_format == "ids":
         for line, tokens in token_rows:
             for token in tokens:
                 if not (isinstance(token, int) or _INTEGER.match(str(token))):
-                    raise table.error(
-                        line,
-                        column,
-                        f"label id {str(token)!r} is not an integer (expected comma-separated integer "
-                        "ids, e.g. 3,17, each the line of a name in labels.txt counting from 0)",
+                    expected = (
+                        "comma-separated integer ids, e.g. 3,17, each the line of a name in labels.txt counting from 0"
+                        if table.integer_ids
+                        else "integer label ids (labels_format='ids'), each the line of a name in the labels file "
+                        "counting from 0"
                     )
-    if label_set is None and table.class_label_names and column in table.class_label_names:
-        label_set = LabelSet(table.class_label_names[column])
-        label_set_origin = "the dataset's ClassLabel names"
+                    raise table.error(line, column, f"label id {str(token)!r} is not an integer (expected {expected})")
+    used = {str(token) for _, tokens in token_rows for token in tokens}
+    given = label_set is not None
+    ids_index_given_set = labels_format == "ids" and given
     if label_set is None:
-        names = {str(token) for _, tokens in token_rows for token in tokens}
-        integers = bool(names) and all(_INTEGER.match(name) for name in names)
-        label_set = LabelSet(sorted(names, key=int) if integers else sorted(names))
+        integers = bool(used) and all(_INTEGER.match(name) for name in used)
+        label_set = LabelSet(sorted(used, key=int) if integers else sorted(used))
     size = len(label_set)
     ignored = 0
+    repeating_rows = 0
+    first_repeat: tuple[int, str] | None = None
     id_rows: list[list[int]] = []
     for line, tokens in token_rows:
         ids: list[int] = []
         for token in tokens:
             name = str(token)
-            label_id = label_set.get(name)
-            if label_id is None and (isinstance(token, int) or _INTEGER.match(name)):
+            label_id = None if ids_index_given_set else label_set.get(name)
+            if label_id is None and labels_format != "names" and (isinstance(token, int) or _INTEGER.match(name)):
                 number = int(name)
                 if not 0 <= number < size:
                     raise table.error(
@@ -805,14 +1002,33 @@ def _labels_from_column(
                     ignored += 1
                     continue
                 shown = ", ".join(label_set.names[:12]) + (", ..." if size > 12 else "")
+                or_id = "" if labels_format == "names" else f", or an integer id in 0..{size - 1}"
                 raise table.error(
-                    line,
-                    column,
-                    f"label '{name}' is not in {label_set_origin} "
-                    f"(expected one of {shown}, or an integer id in 0..{size - 1})",
+                    line, column, f"label '{name}' is not in {label_set_origin} (expected one of {shown}{or_id})"
                 )
             ids.append(label_id)
+        if len(set(ids)) < len(ids):
+            repeating_rows += 1
+            if first_repeat is None:
+                twice = next(label_id for label_id, count in Counter(ids).items() if count > 1)
+                first_repeat = (line, label_set[twice])
         id_rows.append(ids)
     if ignored:
         warnings.warn(f"{table.source}: ignored {ignored} label(s) not in {label_set_origin}", stacklevel=3)
+    if first_repeat is not None:
+        warnings.warn(
+            f"{table.source}: column '{column}': {repeating_rows} row(s) name a label more than once (first: "
+            f"{table.line_word} {first_repeat[0]}, '{first_repeat[1]}'); a label counts once per text",
+            LabelWarning,
+            stacklevel=4,
+        )
+    if labels_format == "auto" and not class_labels and used == {"0", "1"}:
+        read_as = f"label ids into {label_set_origin}" if given else "the label names '0' and '1'"
+        warnings.warn(
+            f"{table.source}: column '{column}': the labels are 0 and 1 only, read as {read_as}; if each cell is a "
+            "0/1 vector (multi-hot), pass labels_format='multi_hot' (CLI: --labels-format multi_hot); if the "
+            f"column is one 0/1 flag per text, pass label_columns=['{column}']",
+            LabelWarning,
+            stacklevel=4,
+        )
     return LabelMatrix.from_lists(id_rows, size), label_set
