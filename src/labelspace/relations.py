@@ -154,21 +154,69 @@ class Relation:
     @classmethod
     def from_indices_tuple(cls, indices_tuple: IndicesTuple, batch_size: int) -> Relation:
         """Masks from ``(a1, p, a2, n)`` pairs or ``(a, p, n)`` triplets (pytorch-metric-learning's form)."""
+        indices_tuple = check_indices_tuple(indices_tuple, batch_size)
         if len(indices_tuple) == 3:
             anchors, positives, negatives = indices_tuple
             anchors_positive, anchors_negative = anchors, anchors
-        elif len(indices_tuple) == 4:
-            anchors_positive, positives, anchors_negative, negatives = indices_tuple
         else:
-            raise ValueError(
-                f"indices_tuple must have 3 (a, p, n) or 4 (a1, p, a2, n) tensors, got {len(indices_tuple)}"
-            )
+            anchors_positive, positives, anchors_negative, negatives = indices_tuple
         device = anchors_positive.device
         positive = torch.zeros(batch_size, batch_size, dtype=torch.bool, device=device)
         negative = torch.zeros_like(positive)
         positive[anchors_positive.long(), positives.long()] = True
         negative[anchors_negative.long(), negatives.long()] = True
         return cls(positive, negative)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        item_keys: torch.Tensor,
+        positive_pairs: tuple[torch.Tensor, torch.Tensor],
+        negative_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        in_batch_negatives: bool = True,
+    ) -> Relation:
+        """The relation of a batch built from explicit pairs (or triplets) of its items.
+
+        ``item_keys`` (M,) says which items are the same text (equal keys: any integer, e.g. a hash
+        of the text); ``positive_pairs`` and ``negative_pairs`` are ``(rows, columns)`` index
+        tensors into the M items. Two items are positives when they are the same text or when
+        some positive pair links their texts (in either order); they are never negatives then.
+        With ``in_batch_negatives`` every other pair of items is a negative (the assumption of
+        in-batch-negative losses such as MultipleNegativesRankingLoss); without it only the
+        explicit negative pairs are. Symmetric, never an item with itself.
+
+        Example:
+            >>> import torch
+            >>> keys = torch.tensor([10, 11, 12, 13])             # texts a0, a1, p0, p1
+            >>> relation = Relation.from_pairs(keys, (torch.tensor([0, 1]), torch.tensor([2, 3])))
+            >>> relation.positive.int().tolist()
+            [[0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, 0]]
+            >>> relation.negative.int().tolist()
+            [[0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]]
+        """
+        if not isinstance(item_keys, torch.Tensor) or item_keys.dim() != 1:
+            raise ValueError("item_keys must be a 1-D tensor with one key per item")
+        size = item_keys.shape[0]
+        device = item_keys.device
+        pairs = check_indices_tuple((*positive_pairs, *(negative_pairs or positive_pairs)), size)
+        _, text_ids = torch.unique(item_keys, return_inverse=True)
+        distinct = int(text_ids.max()) + 1 if size else 0
+        linked = torch.eye(distinct, dtype=torch.bool, device=device)
+        rows, columns = text_ids[pairs[0]], text_ids[pairs[1]]
+        linked[rows, columns] = True
+        linked[columns, rows] = True
+        same = linked[text_ids[:, None], text_ids[None, :]]
+        not_self = ~torch.eye(size, dtype=torch.bool, device=device)
+        if in_batch_negatives:
+            negative = ~same
+        else:
+            negative = torch.zeros(size, size, dtype=torch.bool, device=device)
+            if negative_pairs is not None:
+                negative[pairs[2], pairs[3]] = True
+                negative[pairs[3], pairs[2]] = True
+            negative &= ~same
+        return cls(same & not_self, negative & not_self)
 
     def pair_indices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(a1, p, a2, n)``: every positive pair and every negative pair, anchor-major order."""
@@ -202,6 +250,56 @@ class Relation:
         offset = chosen - (pair_end[pair] - per_pair[pair])
         anchor = anchors_positive[pair]
         return anchor, positives[pair], negatives[first_negative[anchor] + offset]
+
+
+def check_indices_tuple(indices_tuple: object, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """Validate a pytorch-metric-learning ``indices_tuple`` and return its members as int64 tensors.
+
+    It must be a tuple (or list) of 3 ``(a, p, n)`` or 4 ``(a1, p, a2, n)`` 1-D integer tensors,
+    the paired members of equal length, every index in ``0 .. batch_size - 1``.
+
+    Example:
+        >>> check_indices_tuple((torch.tensor([0]), torch.tensor([1]), torch.tensor([5])), 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: indices_tuple[2] holds index 5, outside 0..3 (the batch has 4 items)
+    """
+    if not isinstance(indices_tuple, (tuple, list)):
+        raise ValueError(
+            "indices_tuple must be a tuple of 3 (a, p, n) or 4 (a1, p, a2, n) tensors, "
+            f"got {type(indices_tuple).__name__}"
+        )
+    if len(indices_tuple) not in (3, 4):
+        raise ValueError(f"indices_tuple must have 3 (a, p, n) or 4 (a1, p, a2, n) tensors, got {len(indices_tuple)}")
+    members: list[torch.Tensor] = []
+    for position, member in enumerate(indices_tuple):
+        if not isinstance(member, torch.Tensor):
+            kind = "None" if member is None else type(member).__name__
+            raise ValueError(
+                f"indices_tuple[{position}] must be a 1-D integer torch.Tensor, got {kind} "
+                "(wrap lists with torch.tensor(...))"
+            )
+        if member.dim() != 1 or member.dtype.is_floating_point or member.dtype.is_complex or member.dtype == torch.bool:
+            raise ValueError(
+                f"indices_tuple[{position}] must be a 1-D integer tensor, got shape {tuple(member.shape)} "
+                f"and dtype {member.dtype}"
+            )
+        if member.numel():
+            low, high = int(member.min()), int(member.max())
+            if low < 0 or high >= batch_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"indices_tuple[{position}] holds index {bad}, outside 0..{batch_size - 1} "
+                    f"(the batch has {batch_size} items)"
+                )
+        members.append(member.long())
+    groups = [(0, 1, 2)] if len(members) == 3 else [(0, 1), (2, 3)]
+    for group in groups:
+        lengths = [members[i].numel() for i in group]
+        if len(set(lengths)) != 1:
+            names = ", ".join(f"indices_tuple[{i}]" for i in group)
+            raise ValueError(f"{names} must have one length, got {lengths}")
+    return tuple(members)
 
 
 def resolve_relation(

@@ -32,6 +32,7 @@ def load_dataset(path: str, options: dict[str, Any]) -> Any:
         "label_columns": "label_columns",
         "label_delimiter": "label_delimiter",
         "labels_file": "labels_file",
+        "labels_format": "labels_format",
         "delimiter": "delimiter",
     }
     unknown = sorted(set(options) - set(allowed))
@@ -58,12 +59,17 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
 def run_training(
     config: TrainConfig, *, resume: bool = False, show_progress: bool = True, print_table: bool = True
 ) -> dict[str, Any]:
-    """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning)."""
+    """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning).
+
+    Everything that can be checked before training is: the data, the settings, and whether each loss
+    can learn from the data it gets; a mismatch is an error before the run folder is written.
+    """
     from labelspace.cli import console
     from labelspace.data import LabeledDataset
     from labelspace.evaluation import classification_report, tune_thresholds
     from labelspace.evaluation.report import decision_report
     from labelspace.models import LabelspaceModel
+    from labelspace.recipes import GUIDED_LOSSES, head_kind_for, parse_loss_terms
     from labelspace.training import Trainer, TrainingArguments, distributed
 
     config.validate()
@@ -71,16 +77,21 @@ def run_training(
     train = load_dataset(config.train, config.data)
     dev = load_dataset(config.dev, config.data) if config.dev else None
     labeled = isinstance(train, LabeledDataset)
-    if dev is not None and labeled and isinstance(dev, LabeledDataset) and dev.label_set != train.label_set:
-        missing = sorted(set(dev.label_set.names) - set(train.label_set.names))
-        if missing:
-            raise ValueError(f"{config.dev}: labels not in the training data: {', '.join(missing[:10])}")
-        dev = align_labels(dev, train.label_set)
+    if dev is not None and labeled and isinstance(dev, LabeledDataset):
+        dev, dropped = dev.with_label_set(train.label_set, unknown_labels=config.unknown_labels, where=str(config.dev))
+        warn_dropped_labels(str(config.dev), dropped, "the training data")
     training_options = dict(config.training)
     known = {field.name for field in dataclasses.fields(TrainingArguments)} - {"output_dir", "show_progress_bar"}
     unknown = sorted(set(training_options) - known)
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    sampler_options = {
+        key: value
+        for key, value in (("labels_per_batch", config.labels_per_batch), ("per_label", config.per_label))
+        if value is not None
+    }
+    if sampler_options and config.sampler != "pk":
+        raise ValueError("--labels-per-batch and --per-label go with --sampler pk")
     args = TrainingArguments(
         output_dir=config.out,
         num_epochs=config.epochs,
@@ -95,16 +106,28 @@ def run_training(
         eval_steps=config.eval_steps,
         early_stopping_patience=config.early_stopping_patience,
         show_progress_bar=show_progress,
+        **sampler_options,
         **training_options,
     )
-    datasets, losses = build_losses(config.loss, train, seed=config.seed)
-    wants_head = labeled and any(name in ("bce", "bce_balanced", "focal", "asymmetric") for name in _names(config))
+    guide = None
+    if {term.name for term in parse_loss_terms(config.loss)} & set(GUIDED_LOSSES):
+        guide = LabelspaceModel.from_pretrained(config.guide_model, max_seq_length=config.max_seq_length)
+    datasets, losses = build_losses(
+        config.loss, train, seed=config.seed, loss_args=config.loss_args, pair_score=config.pair_score, guide=guide
+    )
+    head_kind = head_kind_for(config.loss) if labeled else None
     model = LabelspaceModel.from_pretrained(
         config.model,
-        labels=train.label_set if wants_head else None,
+        labels=train.label_set if head_kind else None,
+        head_kind=head_kind or "multi_label",
+        pooling=config.pooling,
+        normalize=config.normalize,
         max_seq_length=config.max_seq_length,
         seed=config.seed,
     )
+    if head_kind == "single_label":
+        model.set_decision_rule("top_k", top_k=1)  # one label per text: the argmax
+    trainer = Trainer(model, datasets, losses, eval_dataset=dev, args=args)
     out = Path(config.out)
     if distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +136,6 @@ def run_training(
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         sizes = ", ".join(f"{name}: {len(data)} {type(data).__name__}" for name, data in datasets.items())
         console.print(f"training {config.model} on {sizes}; loss {config.loss}; run folder {out}")
-    trainer = Trainer(model, datasets, losses, eval_dataset=dev, args=args)
     output = trainer.train(resume_from_checkpoint=resume)
     summary: dict[str, Any] = {
         "run": str(out),
@@ -123,15 +145,27 @@ def run_training(
     }
     if not distributed.is_main_process():
         return summary
-    if wants_head and isinstance(dev, LabeledDataset):
+    if head_kind and isinstance(dev, LabeledDataset):
         probabilities = model.predict_proba(dev.texts, batch_size=args.eval_batch_size)
         y_dev = dev.labels.to_dense()
         names = model.label_set.names
-        before = classification_report(y_dev, probabilities, thresholds=0.5, label_names=names)
-        rows = {"global 0.5": before}
-        if config.tune_thresholds:
+        if head_kind == "single_label":
+            rows = {
+                "argmax": decision_report(
+                    y_dev, probabilities, predictions=model.decide(probabilities), label_names=names
+                )
+            }
+        else:
+            before = classification_report(y_dev, probabilities, thresholds=0.5, label_names=names)
+            rows = {"global 0.5": before}
+        if config.tune_thresholds and head_kind == "multi_label":
             tuned = tune_thresholds(
-                y_dev, probabilities, metric="f1", min_positives=config.min_positives, fallback="global"
+                y_dev,
+                probabilities,
+                metric="f1",
+                objective=config.objective,
+                min_positives=config.min_positives,
+                fallback="global",
             )
             model.set_thresholds(tuned.thresholds)
             model.set_decision_rule(config.decision_rule)
@@ -155,18 +189,46 @@ def run_training(
     return summary
 
 
-def _names(config: TrainConfig) -> list[str]:
-    from labelspace.recipes import parse_loss_spec
+def warn_dropped_labels(where: str, dropped: dict[str, int], known_as: str) -> None:
+    """Tell the user (on stderr) which labels ``--unknown-labels ignore`` dropped, with their row counts."""
+    if not dropped:
+        return
+    import typer
 
-    return [name for name, _ in parse_loss_spec(config.loss)]
+    listed = ", ".join(f"{name} ({count} rows)" for name, count in dropped.items())
+    typer.echo(f"labelspace: warning: {where}: dropped labels not in {known_as}: {listed}", err=True)
+
+
+def head_loss_flags(config: TrainConfig, label_smoothing: float | None, pos_weight: str | None) -> dict[str, Any]:
+    """``config.loss_args`` with ``--label-smoothing`` / ``--pos-weight`` applied to the spec's head loss."""
+    from labelspace.recipes import parse_loss_terms
+
+    loss_args = {name: dict(args) for name, args in config.loss_args.items()}
+    names = [term.name for term in parse_loss_terms(config.loss)]
+    if label_smoothing is not None:
+        takers = [name for name in names if name in ("bce", "bce_balanced", "softmax")]
+        if not takers:
+            raise ValueError("--label-smoothing applies to the bce, bce_balanced or softmax loss; the spec has none")
+        for name in takers:
+            loss_args.setdefault(name, {})["label_smoothing"] = label_smoothing
+    if pos_weight is not None:
+        if "bce" not in names:
+            raise ValueError("--pos-weight applies to the bce loss, which is not in the loss spec")
+        text = pos_weight.strip().lower()
+        if text in ("auto", "none"):
+            value: Any = None if text == "none" else "auto"
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"--pos-weight: expected auto, none or a number, got {pos_weight!r}") from None
+        loss_args.setdefault("bce", {})["pos_weight"] = value
+    return loss_args
 
 
 def align_labels(dataset: Any, label_set: Any) -> Any:
-    """``dataset`` re-expressed over ``label_set`` (the training labels, in their order)."""
-    from labelspace.data import LabeledDataset
-
-    names = [dataset.label_names(i) for i in range(len(dataset))]
-    return LabeledDataset.from_label_names(dataset.texts, names, label_set=label_set)
+    """``dataset`` over ``label_set`` (the training labels, in their order); unknown labels are an error."""
+    return dataset.with_label_set(label_set)[0]
 
 
 def register(app: typer.Typer) -> None:
@@ -192,7 +254,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--sampler",
-                help="random, no_duplicates, m_per_label, balanced or length_grouped "
+                help="random, no_duplicates, m_per_label, balanced, length_grouped or pk "
                 f"(default {RECOMMENDED['sampler']}).",
             ),
         ] = None,
@@ -230,10 +292,62 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+        pair_score: Annotated[
+            str | None,
+            typer.Option(
+                "--pair-score",
+                help="How cosent/angle score pairs drawn from labeled data: binary (1 shares a label, 0 none) "
+                "or jaccard.",
+            ),
+        ] = None,
+        guide_model: Annotated[
+            str | None, typer.Option("--guide-model", help="Guide model of the gist / cached_gist losses.")
+        ] = None,
+        pooling: Annotated[
+            str | None,
+            typer.Option("--pooling", help="mean, cls, max or last_token (default: the model's own, else mean)."),
+        ] = None,
+        normalize: Annotated[
+            bool | None,
+            typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings (default: the model's own)."),
+        ] = None,
+        labels_per_batch: Annotated[
+            int | None, typer.Option("--labels-per-batch", min=1, help="P of --sampler pk: labels per batch.")
+        ] = None,
+        per_label: Annotated[
+            int | None, typer.Option("--per-label", min=1, help="K of --sampler pk: texts per label.")
+        ] = None,
+        label_smoothing: Annotated[
+            float | None, typer.Option("--label-smoothing", help="Label smoothing of the bce / softmax head loss.")
+        ] = None,
+        pos_weight: Annotated[
+            str | None,
+            typer.Option(
+                "--pos-weight", help="Positive weight of the bce loss: auto (from label counts), none, or a number."
+            ),
+        ] = None,
+        unknown_labels: Annotated[
+            str | None,
+            typer.Option(
+                "--unknown-labels", help="Dev labels the training data lacks: error (default) or ignore (drop, warn)."
+            ),
+        ] = None,
+        objective: Annotated[
+            str | None,
+            typer.Option(
+                "--objective",
+                help="Dev metric the thresholds are tuned for: macro_f1 (default, per label), micro_f1, samples_f1 "
+                "or samples_jaccard (jointly).",
+            ),
+        ] = None,
         text_column: Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")] = None,
         labels_column: Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")] = None,
         labels_file: Annotated[
             Path | None, typer.Option("--labels-file", help="Label names, one a line (for integer ids).")
+        ] = None,
+        labels_format: Annotated[
+            str | None,
+            typer.Option("--labels-format", help="names, ids, multi_hot (a 0/1 list per text) or auto (default)."),
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     ) -> None:
@@ -245,6 +359,8 @@ def register(app: typer.Typer) -> None:
                 data_options[key] = value
         if labels_file is not None:
             data_options["labels_file"] = str(labels_file)
+        if labels_format is not None:
+            data_options["labels_format"] = labels_format
         config = config.updated(
             train=train,
             dev=dev,
@@ -263,5 +379,14 @@ def register(app: typer.Typer) -> None:
             early_stopping_patience=early_stopping,
             tune_thresholds=tune,
             data=data_options,
+            pair_score=pair_score,
+            guide_model=guide_model,
+            pooling=pooling,
+            normalize=normalize,
+            labels_per_batch=labels_per_batch,
+            per_label=per_label,
+            unknown_labels=unknown_labels,
+            objective=objective,
         )
+        config = config.updated(loss_args=head_loss_flags(config, label_smoothing, pos_weight))
         run_training(config, resume=resume, show_progress=not quiet)

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +67,23 @@ class TextBatch:
     def num_texts(self) -> int:
         """Texts in all columns together (what a texts/s rate counts)."""
         return sum(len(column) for column in self.columns)
+
+    def text_keys(self) -> list[torch.Tensor]:
+        """One int64 key per text of each column, equal for equal texts (in every process alike).
+
+        The keys are 64-bit BLAKE2 digests of the UTF-8 text, so batches gathered from several
+        processes can still tell which texts are the same.
+        """
+        return [
+            torch.tensor(
+                [
+                    int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+                    for text in column
+                ],
+                dtype=torch.int64,
+            )
+            for column in self.columns
+        ]
 
     def to(self, device: torch.device | str) -> TextBatch:
         """The same batch with its tensors on ``device``."""

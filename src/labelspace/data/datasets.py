@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -69,6 +69,52 @@ class LabeledDataset:
             label_set = LabelSet(sorted({name for names in label_names for name in names}))
         ids = [[label_set.index(name) for name in names] for names in label_names]
         return cls(list(texts), LabelMatrix.from_lists(ids, len(label_set)), label_set)
+
+    def with_label_set(
+        self,
+        label_set: LabelSet,
+        *,
+        unknown_labels: Literal["error", "ignore"] = "error",
+        where: str | None = None,
+        known_as: str = "the training data",
+    ) -> tuple[LabeledDataset, dict[str, int]]:
+        """This dataset re-expressed over ``label_set`` (e.g. dev or test over the training labels).
+
+        Labels that ``label_set`` lacks raise a ValueError naming them (``unknown_labels="error"``,
+        the default), or are dropped from the rows (``"ignore"``); the second value maps each
+        dropped label to the number of rows that carried it, for a warning.
+
+        Example:
+            >>> dev = LabeledDataset.from_label_names(["a", "b", "c"], [["x"], ["x", "rare"], ["rare"]])
+            >>> aligned, dropped = dev.with_label_set(LabelSet(["x", "y"]), unknown_labels="ignore")
+            >>> [aligned.label_names(i) for i in range(3)], dropped
+            ([['x'], ['x'], []], {'rare': 2})
+        """
+        if unknown_labels not in ("error", "ignore"):
+            raise ValueError(f"unknown_labels must be 'error' or 'ignore', got {unknown_labels!r}")
+        counts = self.labels.label_counts()
+        unknown = {
+            name: int(count)
+            for name, count in zip(self.label_set.names, counts, strict=True)
+            if count > 0 and name not in label_set
+        }
+        if unknown and unknown_labels == "error":
+            shown = ", ".join(f"{name} ({count} rows)" for name, count in list(unknown.items())[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ValueError(
+                f"{where or self.source or 'dataset'}: labels not in {known_as}: {shown}{more}; "
+                "pass --unknown-labels ignore (unknown_labels='ignore') to drop them from these rows"
+            )
+        if self.label_set == label_set:
+            return self, {}
+        keep = np.array([name in label_set for name in self.label_set.names], dtype=bool)
+        new_ids = np.array([label_set.index(name) if name in label_set else -1 for name in self.label_set.names])
+        dense = self.labels.to_dense()
+        rows, columns = np.nonzero(dense[:, keep])
+        matrix = np.zeros((len(self), len(label_set)), dtype=np.uint8)
+        matrix[rows, new_ids[keep][columns]] = 1
+        aligned = LabeledDataset(list(self.texts), LabelMatrix.from_dense(matrix), label_set, self.source)
+        return aligned, unknown
 
     def to_records(self) -> list[dict[str, Any]]:
         """``[{"text": ..., "labels": [names]}, ...]``, e.g. for writing JSONL."""

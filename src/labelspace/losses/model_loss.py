@@ -5,11 +5,19 @@ encoder. The trainer needs one more step: embed the texts of a `TextBatch` and h
 tensors to the right loss. `as_model_loss` wraps any labelspace loss in the matching adapter:
 
 - a metric loss (`ContrastiveLoss`, `MultiSimilarityLoss`, ...), optionally with a miner, on a
-  labeled batch: ``loss(embeddings, labels, indices_tuple=miner(embeddings, labels))``;
+  labeled batch: ``loss(embeddings, labels, indices_tuple=miner(embeddings, labels))``; on explicit
+  pairs or triplets the texts of all columns are embedded together and the pairs become the batch's
+  `Relation` (`Relation.from_pairs`: a pair with score >= 0.5 or a triplet's anchor and positive are
+  positives, texts of other rows are in-batch negatives unless ``in_batch_negatives=False``);
 - a head loss (`BCEHeadLoss`, `FocalLoss`, ...) on a labeled batch: ``loss(model.head(embeddings), labels)``;
 - `MultipleNegativesRankingLoss` / `TripletLoss` on pairs or triplets (one embedding per column,
   with the anchors' labels when the batch carries them);
-- `CoSENTLoss` / `AnglELoss` on scored pairs.
+- `CoSENTLoss` / `AnglELoss` on scored pairs, or on triplets read as scored pairs (anchor-positive
+  1.0, anchor-negative 0.0, as `labelspace.data.convert.triplets_to_pairs` does).
+
+Before training, `ModelLoss.check_dataset` refuses data a loss cannot learn from (a batch kind it
+does not take, scored pairs that all carry one score, pairs with negative scores for a loss that
+treats every pair as a positive), so a mismatch is an error before the first step.
 
 Losses that run the encoder themselves (the cached / GradCache losses, `GISTEmbedLoss`) subclass
 `ModelLoss` directly. `CombinedLoss` sums weighted model-level losses and embeds each column of
@@ -38,14 +46,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from labelspace.data.batch import TextBatch
+from labelspace.data.batch import TextBatch, make_batch
+from labelspace.data.datasets import PairDataset
 from labelspace.losses.base import MetricLoss
 from labelspace.losses.head import HeadLoss
 from labelspace.losses.text.pairs import CoSENTLoss
 from labelspace.losses.text.ranking import MultipleNegativesRankingLoss
+from labelspace.relations import Relation
 from labelspace.training import distributed
 
 __all__ = [
@@ -58,6 +69,7 @@ __all__ = [
     "RankingObjective",
     "as_model_loss",
     "encoder_of",
+    "pair_batch_relation",
 ]
 
 
@@ -100,6 +112,26 @@ class ModelLoss(nn.Module):
     """
 
     batch_kinds: tuple[str, ...] = ("labeled", "pairs", "triplets")
+    #: True for in-batch ranking losses that read every (anchor, positive) pair as a positive.
+    pairs_are_positives: bool = False
+
+    def check_dataset(self, dataset: Any, name: str = "train") -> None:
+        """Raise a clear error, before training starts, when this loss cannot learn from ``dataset``."""
+        kind = make_batch(dataset, [0]).kind
+        if kind not in self.batch_kinds:
+            raise ValueError(
+                f"{self.name} trains on {' or '.join(self.batch_kinds)} data, but dataset {name!r} holds {kind} "
+                "data (pick a loss that fits the data, or convert it with labelspace.data.convert)"
+            )
+        if self.pairs_are_positives and isinstance(dataset, PairDataset):
+            scores = np.asarray(dataset.scores, dtype=np.float64)
+            below = int((scores < 0.5).sum())
+            if below:
+                raise ValueError(
+                    f"{self.name} treats every pair as (anchor, positive), but {below} of the {len(scores)} pairs "
+                    f"of dataset {name!r} have a score below 0.5: use cosent or angle for scored pairs, or keep "
+                    "only the positive pairs"
+                )
 
     def check_batch(self, batch: TextBatch) -> None:
         """Raise a clear error when the batch kind does not fit this loss."""
@@ -130,21 +162,56 @@ class _Wrapped(ModelLoss):
         return type(self.loss).__name__
 
 
+def pair_batch_relation(batch: TextBatch, keys: list[torch.Tensor], *, in_batch_negatives: bool = True) -> Relation:
+    """The `Relation` over all texts of a pair or triplet batch, columns concatenated in order.
+
+    ``keys`` are the texts' keys per column (`TextBatch.text_keys`, gathered like the embeddings).
+    Pairs: row i's two texts are positives when its score is >= 0.5, explicit negatives otherwise.
+    Triplets: anchor i and positive i are positives, anchor i and each of its negatives explicit
+    negatives. See `Relation.from_pairs` for identical texts and in-batch negatives.
+    """
+    size = keys[0].shape[0]
+    device = keys[0].device
+    rows = torch.arange(size, device=device)
+    if batch.kind == "pairs":
+        assert batch.scores is not None
+        scores = distributed.gather_without_grad(batch.scores.to(device))
+        positive = scores >= 0.5
+        positive_pairs = (rows[positive], size + rows[positive])
+        negative_pairs = (rows[~positive], size + rows[~positive])
+    else:
+        negatives = len(keys) - 2
+        positive_pairs = (rows, size + rows)
+        negative_pairs = (rows.repeat(negatives), torch.cat([(2 + k) * size + rows for k in range(negatives)]))
+    return Relation.from_pairs(torch.cat(keys), positive_pairs, negative_pairs, in_batch_negatives=in_batch_negatives)
+
+
 class MetricObjective(_Wrapped):
-    """A metric loss (and optional miner) on the embeddings and labels of a labeled batch."""
+    """A metric loss (and optional miner) on a labeled batch, or on explicit pairs or triplets.
 
-    batch_kinds = ("labeled",)
+    Labeled batches: ``loss(embeddings, labels, indices_tuple=miner(...))``. Pair and triplet
+    batches: the texts of all columns are embedded and the pairs become the relation
+    (`pair_batch_relation`), as an ``indices_tuple`` built from them would, plus in-batch
+    negatives unless ``in_batch_negatives=False``.
+    """
 
-    def __init__(self, loss: MetricLoss, miner: nn.Module | None = None) -> None:
+    batch_kinds = ("labeled", "pairs", "triplets")
+
+    def __init__(self, loss: MetricLoss, miner: nn.Module | None = None, *, in_batch_negatives: bool = True) -> None:
         super().__init__(loss)
         self.miner = miner
+        self.in_batch_negatives = bool(in_batch_negatives)
 
     def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
         self.check_batch(batch)
         cache = cache or EmbeddingCache(model, batch)
-        embeddings = distributed.gather_with_grad(cache.column(0))
-        labels = batch.labels.to(embeddings.device)
-        labels = distributed.gather_without_grad(labels)
+        if batch.kind == "labeled":
+            embeddings = distributed.gather_with_grad(cache.column(0))
+            labels: torch.Tensor | Relation = distributed.gather_without_grad(batch.labels.to(embeddings.device))
+        else:
+            embeddings = torch.cat([distributed.gather_with_grad(column) for column in cache.columns()])
+            keys = [distributed.gather_without_grad(key.to(embeddings.device)) for key in batch.text_keys()]
+            labels = pair_batch_relation(batch, keys, in_batch_negatives=self.in_batch_negatives)
         indices_tuple = self.miner(embeddings, labels) if self.miner is not None else None
         return self.loss(embeddings, labels, indices_tuple=indices_tuple)
 
@@ -165,9 +232,19 @@ class HeadObjective(_Wrapped):
 
 
 class RankingObjective(_Wrapped):
-    """An in-batch ranking loss on pairs or triplets: ``loss(anchors, positives, *negatives, labels=...)``."""
+    """An in-batch ranking loss on pairs or triplets: ``loss(anchors, positives, *negatives, labels=...)``.
+
+    `TripletLoss` needs triplets (it has no in-batch negatives); `MultipleNegativesRankingLoss`
+    takes (anchor, positive) pairs or triplets.
+    """
 
     batch_kinds = ("pairs", "triplets")
+    pairs_are_positives = True
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__(loss)
+        if not isinstance(loss, MultipleNegativesRankingLoss):
+            self.batch_kinds = ("triplets",)
 
     def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
         self.check_batch(batch)
@@ -180,16 +257,43 @@ class RankingObjective(_Wrapped):
 
 
 class PairScoreObjective(_Wrapped):
-    """A scored-pair loss (`CoSENTLoss`, `AnglELoss`): ``loss(embeddings1, embeddings2, scores)``."""
+    """A scored-pair loss (`CoSENTLoss`, `AnglELoss`): ``loss(embeddings1, embeddings2, scores)``.
 
-    batch_kinds = ("pairs",)
+    On a triplet batch the pairs are (anchor, positive) with score 1 and (anchor, negative) with
+    score 0, the reading of `labelspace.data.convert.triplets_to_pairs`, so a triplet file trains
+    AnglE / CoSENT, alone or beside `TripletLoss` on the same batch.
+    """
+
+    batch_kinds = ("pairs", "triplets")
+
+    def check_dataset(self, dataset: Any, name: str = "train") -> None:
+        super().check_dataset(dataset, name)
+        if isinstance(dataset, PairDataset):
+            distinct = np.unique(np.asarray(dataset.scores, dtype=np.float64))
+            if len(distinct) < 2:
+                raise ValueError(
+                    f"{self.name} learns from the order of pair scores, but every pair of dataset {name!r} has "
+                    f"score {distinct[0]:g}: it would learn nothing. Give pairs with different scores (e.g. "
+                    "labelspace.data.convert.labeled_to_pairs: 1 for pairs sharing a label, 0 otherwise), or triplets"
+                )
 
     def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
         self.check_batch(batch)
         cache = cache or EmbeddingCache(model, batch)
-        first = distributed.gather_with_grad(cache.column(0))
-        second = distributed.gather_with_grad(cache.column(1))
-        scores = distributed.gather_without_grad(batch.scores.to(first.device))
+        columns = [distributed.gather_with_grad(column) for column in cache.columns()]
+        if batch.kind == "pairs":
+            first, second = columns
+            scores = distributed.gather_without_grad(batch.scores.to(first.device))
+        else:
+            anchors, others = columns[0], columns[1:]
+            first = anchors.repeat(len(others), 1)
+            second = torch.cat(others)
+            scores = torch.cat(
+                [
+                    torch.ones(len(anchors), device=first.device),
+                    torch.zeros(len(second) - len(anchors), device=first.device),
+                ]
+            )
         return self.loss(first, second, scores)
 
 
@@ -259,6 +363,11 @@ class CombinedLoss(ModelLoss):
         self.losses = nn.ModuleList(wrapped)
         self.weights = weights
         self.last_values: dict[str, float] = {}
+
+    def check_dataset(self, dataset: Any, name: str = "train") -> None:
+        super().check_dataset(dataset, name)
+        for loss in self.losses:
+            loss.check_dataset(dataset, name)
 
     def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
         self.check_batch(batch)

@@ -70,6 +70,30 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str | Path:
     return text  # a hub id, handed to transformers as is
 
 
+#: What `hub_model_folder` fetches of a hub model: configs (modules.json, 1_Pooling/config.json, ...),
+#: tokenizer files and safetensors weights; never pickled weights.
+HUB_FILE_PATTERNS: tuple[str, ...] = (
+    "*.json",
+    "*.txt",
+    "*.model",
+    "*.safetensors",
+    "1_Pooling/*",
+    "2_Normalize/*",
+)
+
+
+def hub_model_folder(repo_id: str) -> Path:
+    """A local copy of hub model ``repo_id`` (from the Hugging Face cache, or fetched into it).
+
+    The whole sentence-transformers layout comes along, so the model's own ``modules.json`` and
+    ``1_Pooling/config.json`` decide pooling and normalisation exactly as for a local folder.
+    With ``HF_HUB_OFFLINE=1`` only the cache is used.
+    """
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=repo_id, allow_patterns=list(HUB_FILE_PATTERNS)))
+
+
 def _looks_like_local_path(text: str) -> bool:
     if text.startswith((".", "~", os.sep)) or (os.altsep and text.startswith(os.altsep)) or os.path.isabs(text):
         return True
@@ -233,23 +257,21 @@ class Encoder(nn.Module):
         if pooling is not None:
             _check_pooling(pooling)
         source = resolve_model_path(name_or_path)
-        load_kwargs: dict[str, Any] = {}
-        if isinstance(source, Path):
-            folders = _module_folders(source)
-            weights = folders["transformer"] or source
-            if pooling is None and folders["pooling"] is not None:
-                pooling_config = folders["pooling"] / "config.json"
-                if pooling_config.is_file():
-                    pooling = _pooling_from_config(_read_json(pooling_config), pooling_config)
-            if normalize is None:
-                normalize = folders["normalize"] is not None
-            st_config = weights / "sentence_bert_config.json"
-            if max_seq_length is None and st_config.is_file():
-                max_seq_length = _read_json(st_config).get("max_seq_length")
-            load_from: str = str(weights)
-            load_kwargs["local_files_only"] = True
-        else:
-            load_from = source
+        if isinstance(source, str):
+            source = hub_model_folder(source)
+        folders = _module_folders(source)
+        weights = folders["transformer"] or source
+        if pooling is None and folders["pooling"] is not None:
+            pooling_config = folders["pooling"] / "config.json"
+            if pooling_config.is_file():
+                pooling = _pooling_from_config(_read_json(pooling_config), pooling_config)
+        if normalize is None:
+            normalize = folders["normalize"] is not None
+        st_config = weights / "sentence_bert_config.json"
+        if max_seq_length is None and st_config.is_file():
+            max_seq_length = _read_json(st_config).get("max_seq_length")
+        load_from = str(weights)
+        load_kwargs: dict[str, Any] = {"local_files_only": True}
         model = AutoModel.from_pretrained(load_from, use_safetensors=True, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(load_from, **load_kwargs)
         return cls(

@@ -17,15 +17,18 @@ import torch.nn.functional as F
 
 from labelspace.distances import BaseDistance, LpDistance
 from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, compute_input, reduce, zero_loss
-from labelspace.relations import IndicesTuple, Relation, Rule
+from labelspace.relations import IndicesTuple, Relation, Rule, check_indices_tuple
 
 
 def miner_weights(indices_tuple: IndicesTuple | None, size: int, dtype: torch.dtype, device: torch.device):
     """Per-item weights from how often each item occurs in ``indices_tuple`` (pytorch-metric-learning's
     ``convert_to_weights``): count / max count, 0 for absent items; all ones without a tuple."""
-    if indices_tuple is None or all(len(t) == 0 for t in indices_tuple):
+    if indices_tuple is None:
         return torch.ones(size, dtype=dtype, device=device)
-    indices = torch.cat([t.to(device).long().reshape(-1) for t in indices_tuple])
+    checked = check_indices_tuple(indices_tuple, size)
+    if all(t.numel() == 0 for t in checked):
+        return torch.ones(size, dtype=dtype, device=device)
+    indices = torch.cat([t.to(device) for t in checked])
     counts = torch.bincount(indices, minlength=size).to(dtype)
     return counts / counts.max()
 

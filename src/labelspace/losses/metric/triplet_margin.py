@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from labelspace.distances import BaseDistance, DotProductSimilarity, LpDistance
 from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, compute_input, reduce, zero_loss
-from labelspace.relations import IndicesTuple, Relation, Rule
+from labelspace.relations import IndicesTuple, Relation, Rule, check_indices_tuple
 
 CHUNK_ELEMENTS = 1 << 22
 """Largest work tensor (elements) of the all-triplets computation; a chunk is at least one row of B."""
@@ -239,7 +239,8 @@ class TripletMarginLoss(MetricLoss):
         check_embeddings(embeddings)
         work = compute_input(embeddings)
         if indices_tuple is not None:
-            anchors, positives, negatives = as_triplets(tuple(t.to(embeddings.device) for t in indices_tuple))
+            checked = check_indices_tuple(indices_tuple, embeddings.shape[0])
+            anchors, positives, negatives = as_triplets(tuple(t.to(embeddings.device) for t in checked))
             return self.explicit_triplets(work, anchors, positives, negatives)
         relation = self.relation(embeddings, labels, None)
         if self.triplets_per_anchor != "all":

@@ -344,6 +344,7 @@ class CachedMultipleNegativesRankingLoss(ModelLoss):
     """
 
     batch_kinds = ("pairs", "triplets")
+    pairs_are_positives = True
 
     def __init__(
         self,

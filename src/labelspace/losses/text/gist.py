@@ -96,6 +96,7 @@ class GISTEmbedLoss(ModelLoss):
     """
 
     batch_kinds = ("pairs", "triplets")
+    pairs_are_positives = True
 
     def __init__(
         self,
