@@ -257,8 +257,10 @@ def test_mismatched_loss_and_dataset_is_a_clear_error(tiny):
     data = toy_data()
     model = new_model(tiny, data)
     pairs = PairDataset(TEXTS, TEXTS[::-1], np.ones(len(TEXTS)))
-    with pytest.raises(ValueError, match="holds pairs data but MultiSimilarityLoss trains on labeled data"):
-        Trainer(model, pairs, MultiSimilarityLoss())
+    with pytest.raises(ValueError, match="BCEHeadLoss trains on labeled data, but dataset 'train' holds pairs data"):
+        Trainer(model, pairs, BCEHeadLoss())
+    with pytest.raises(ValueError, match="every pair of dataset 'train' has score 1"):
+        Trainer(model, pairs, CoSENTLoss())
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         TrainingArguments(batch_size=0)
     with pytest.raises(ValueError, match="missing"):

@@ -20,6 +20,8 @@ case save ``{**sampler.state_dict(), "batches_yielded": batches_trained_on}``.
 Samplers:
 
 - `MPerLabelSampler`: P x K batches (P labels, m items per label), multi-label aware.
+- `PKSampler`: P x K batches whose P labels are drawn inversely to their frequency; rare labels
+  with fewer than K items come with all of them.
 - `MultiLabelBalancedSampler`: labels drawn inversely to how often they were drawn, so rare
   labels are seen about as often as frequent ones.
 - `NoDuplicatesSampler`: a shuffled pass with no text twice in a batch (in-batch negatives).
@@ -43,6 +45,7 @@ __all__ = [
     "MPerLabelSampler",
     "MultiLabelBalancedSampler",
     "NoDuplicatesSampler",
+    "PKSampler",
 ]
 
 
@@ -183,6 +186,16 @@ class _StatefulBatchSampler:
             raise ValueError(f"state['batches_yielded'] is {yielded} but an epoch has only {total} batches")
         self._yielded = yielded
 
+    def _zip_batch_labels(self) -> list[tuple[list[int], list[int]]]:
+        """This epoch's batches with the labels ``_make_batches`` recorded in ``self._batch_labels``."""
+        batches = self._epoch_batches()
+        recorded = getattr(self, "_batch_labels", None)
+        if recorded is None or recorded[:2] != (self.seed, self.epoch):
+            self._cache = None  # the batches came from a cache filled before the labels were recorded
+            batches = self._epoch_batches()
+            recorded = self._batch_labels  # type: ignore[attr-defined]
+        return [(list(b), list(ls)) for b, ls in zip(batches, recorded[2], strict=True)]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batches={len(self)}, seed={self.seed}, epoch={self.epoch})"
 
@@ -300,12 +313,154 @@ class MPerLabelSampler(_StatefulBatchSampler):
 
     def batches_with_labels(self) -> list[tuple[list[int], list[int]]]:
         """This epoch's batches with the P label ids each was built from (the i-th label owns ``m`` items)."""
-        batches = self._epoch_batches()
-        if self._batch_labels is None or self._batch_labels[:2] != (self.seed, self.epoch):
-            self._cache = None
-            batches = self._epoch_batches()
-        assert self._batch_labels is not None
-        return [(list(b), list(ls)) for b, ls in zip(batches, self._batch_labels[2], strict=True)]
+        return self._zip_batch_labels()
+
+
+class PKSampler(_StatefulBatchSampler):
+    """P x K batches with rare labels chosen more often: the batch-hard triplet recipe, multi-label aware.
+
+    Each batch is built in two steps.
+
+    1. **P distinct labels**, drawn one after another without replacement: each draw picks label
+       ``l`` with probability ``w_l / (sum of w over the labels not drawn yet)``, where
+       ``w_l = count_l ** -power`` and ``count_l`` is the number of items carrying ``l``. With
+       the default ``power=1`` labels are chosen inversely to their frequency; ``power=0`` is
+       uniform. Labels without items are never drawn. (Implemented as an exponential race:
+       ``key_l = E_l / w_l`` with ``E_l ~ Exp(1)``, the P smallest keys in increasing order,
+       which has exactly this distribution.)
+    2. **K items per chosen label**, in the order the labels were drawn: ``min(K, r_l)`` items
+       drawn uniformly without replacement among the ``r_l`` items that carry ``l`` and are not
+       in the batch yet. A rare label with fewer than K items is **kept** with all its items
+       (not dropped as in `MPerLabelSampler`). An item is never in a batch twice: an item drawn
+       for one label may also carry a label drawn later, which then draws only from its
+       remaining items.
+
+    So a batch holds at most P*K distinct items, and each chosen label is carried by at least
+    ``min(K, count_l)`` of them. Items without labels are never drawn. An epoch has
+    ``num_batches`` batches, by default ``ceil(labelled items / (P * K))``: as many items as a
+    pass over the labelled data would take (fewer when rare labels give short batches); items
+    of rare labels are seen several times per epoch, items of frequent labels maybe not at all.
+    `batches_with_labels` gives the P labels of each batch, in the order they were drawn.
+
+    Args:
+        labels: a `LabelMatrix`, a `LabeledDataset` or a 2-D 0/1 array.
+        labels_per_batch: P, distinct labels per batch (at most the number of labels with items).
+        per_label: K, items drawn for each chosen label.
+        power: exponent of the inverse frequency (>= 0); 1 by default.
+        seed: random seed.
+        num_batches: batches per epoch (default ``ceil(labelled items / (P * K))``).
+
+    Example:
+        >>> from labelspace.data import LabelMatrix
+        >>> labels = LabelMatrix.from_lists([[0]] * 20 + [[1]] * 20 + [[2], [2, 0]], num_labels=3)
+        >>> sampler = PKSampler(labels, labels_per_batch=2, per_label=4, seed=0)
+        >>> len(sampler)  # ceil(42 / 8)
+        6
+        >>> sampler.label_probabilities().round(3).tolist()  # first draw: 1/21, 1/20, 1/2, normalised
+        [0.08, 0.084, 0.837]
+        >>> batch, chosen = sampler.batches_with_labels()[0]
+        >>> len(batch) <= 8 and len(set(batch)) == len(batch) and len(set(chosen)) == 2
+        True
+    """
+
+    def __init__(
+        self,
+        labels: LabelMatrix | LabeledDataset,
+        labels_per_batch: int,
+        per_label: int,
+        *,
+        power: float = 1.0,
+        seed: int = 0,
+        num_batches: int | None = None,
+    ) -> None:
+        super().__init__(seed)
+        self.labels = _as_label_matrix(labels)
+        self.labels_per_batch = _check_int("labels_per_batch", labels_per_batch, 1)
+        self.per_label = _check_int("per_label", per_label, 1)
+        if isinstance(power, bool) or not isinstance(power, (int, float, np.integer, np.floating)):
+            raise TypeError(f"power must be a number, got {type(power).__name__}")
+        if not (np.isfinite(power) and power >= 0):
+            raise ValueError(f"power must be a finite number >= 0, got {power}")
+        self.power = float(power)
+        self._counts = self.labels.label_counts()
+        self.usable_labels = np.flatnonzero(self._counts > 0)
+        if len(self.usable_labels) < self.labels_per_batch:
+            raise ValueError(
+                f"labels_per_batch ({self.labels_per_batch}) is larger than the number of labels with at least "
+                f"one item ({len(self.usable_labels)})"
+            )
+        labelled = int((self.labels.cardinality() > 0).sum())
+        if num_batches is None:
+            num_batches = -(-labelled // (self.labels_per_batch * self.per_label))
+        self.num_batches = _check_int("num_batches", num_batches, 1)
+        self._batch_labels: tuple[int, int, list[list[int]]] | None = None
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def label_probabilities(self) -> np.ndarray:
+        """Probability of each label (length L) to be the first label drawn for a batch: ``w / sum(w)``."""
+        weights = np.zeros(self.labels.num_labels, dtype=np.float64)
+        usable = self.usable_labels
+        weights[usable] = self._counts[usable].astype(np.float64) ** -self.power
+        return weights / weights.sum()
+
+    def _choose_labels(self, rng: np.random.Generator) -> np.ndarray:
+        """(num_batches, P) label ids, each row drawn as described in the class docstring."""
+        usable = self.usable_labels
+        scale = self._counts[usable].astype(np.float64) ** self.power  # 1 / w
+        per_batch = self.labels_per_batch
+        chosen = np.empty((self.num_batches, per_batch), dtype=np.int64)
+        rows_per_chunk = max(1, (1 << 20) // len(usable))  # keys of at most ~1M labels at a time
+        for start in range(0, self.num_batches, rows_per_chunk):
+            rows = min(rows_per_chunk, self.num_batches - start)
+            keys = rng.exponential(size=(rows, len(usable))) * scale
+            smallest = np.argpartition(keys, per_batch - 1, axis=1)[:, :per_batch]
+            order = np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1, kind="stable")
+            chosen[start : start + rows] = usable[np.take_along_axis(smallest, order, axis=1)]
+        return chosen
+
+    def _make_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        csc = self.labels.to_csc()
+        indptr, indices = csc.indptr, csc.indices
+        per_label = self.per_label
+        chosen = self._choose_labels(rng)
+        batches: list[list[int]] = []
+        for labels_of_batch in chosen.tolist():
+            batch: list[int] = []
+            in_batch: set[int] = set()
+            for label in labels_of_batch:
+                items = indices[indptr[label] : indptr[label + 1]]
+                # At most len(batch) of the label's items are in the batch already, so drawing
+                # K + len(batch) distinct ones leaves K new ones whenever the label has them.
+                take = min(len(items), per_label + len(batch))
+                drawn = items[rng.choice(len(items), size=take, replace=False)].tolist()
+                fresh = [item for item in drawn if item not in in_batch][:per_label]
+                batch.extend(fresh)
+                in_batch.update(fresh)
+            batches.append(batch)
+        self._batch_labels = (self.seed, self.epoch, chosen.tolist())
+        return batches
+
+    def batches_with_labels(self) -> list[tuple[list[int], list[int]]]:
+        """This epoch's batches with the P label ids each was built from, in the order they were drawn."""
+        return self._zip_batch_labels()
+
+    _SHAPE_KEYS = ("labels_per_batch", "per_label", "power", "num_batches")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus P, K, ``power`` and ``num_batches``, checked on load."""
+        return {**super().state_dict(), **{key: getattr(self, key) for key in self._SHAPE_KEYS}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; refuses a state saved with another P, K, power or epoch length."""
+        for key in self._SHAPE_KEYS:
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(
+                    f"sampler state was saved by a PKSampler with {key}={state[key]!r}, "
+                    f"this one has {key}={getattr(self, key)!r}"
+                )
+        super().load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- balanced
@@ -427,12 +582,7 @@ class MultiLabelBalancedSampler(_StatefulBatchSampler):
 
     def batches_with_labels(self) -> list[tuple[list[int], list[int]]]:
         """This epoch's batches with the label drawn for each item (same order)."""
-        batches = self._epoch_batches()
-        if self._batch_labels is None or self._batch_labels[:2] != (self.seed, self.epoch):
-            self._cache = None
-            batches = self._epoch_batches()
-        assert self._batch_labels is not None
-        return [(list(b), list(ls)) for b, ls in zip(batches, self._batch_labels[2], strict=True)]
+        return self._zip_batch_labels()
 
 
 # ----------------------------------------------------------------------------- no duplicates

@@ -23,8 +23,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from labelspace.data.batch import make_batch
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.evaluation.model_metrics import evaluate_model
 from labelspace.losses.model_loss import ModelLoss, as_model_loss
 from labelspace.models.model import LabelspaceModel
 from labelspace.samplers import (
@@ -41,6 +43,7 @@ from labelspace.samplers import (
     MPerLabelSampler,
     MultiLabelBalancedSampler,
     NoDuplicatesSampler,
+    PKSampler,
 )
 from labelspace.training import distributed
 from labelspace.training.callbacks import Callback, EarlyStoppingCallback, TrainerState
@@ -55,7 +58,8 @@ from labelspace.training.checkpoint import (
 __all__ = ["SAMPLERS", "SCHEDULERS", "TrainOutput", "Trainer", "TrainingArguments"]
 
 Dataset = LabeledDataset | PairDataset | TripletDataset
-SAMPLERS: tuple[str, ...] = ("random", "no_duplicates", "m_per_label", "balanced", "length_grouped")
+SAMPLERS: tuple[str, ...] = ("random", "no_duplicates", "m_per_label", "balanced", "length_grouped", "pk")
+DEFAULT_PER_LABEL = 4  # K of sampler="pk" when per_label is not given
 SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 MULTI_DATASET_SAMPLING: tuple[str, ...] = ("proportional", "round_robin")
@@ -86,8 +90,23 @@ class TrainingArguments:
         seed: fixes data order, sampling, dropout and head initialisation.
         sampler: ``"random"``, ``"no_duplicates"`` (no text twice in a batch: for in-batch negatives),
             ``"m_per_label"`` (P labels x ``m_per_label`` items), ``"balanced"`` (rare labels drawn
-            more often) or ``"length_grouped"`` (similar lengths together: faster).
+            more often), ``"length_grouped"`` (similar lengths together: faster) or ``"pk"`` (`PKSampler`:
+            P labels drawn inversely to their frequency x K items each, for batch-hard triplets).
+            Or a sampler object: any iterable of lists of item indices with ``__len__`` (batches per
+            epoch), e.g. a ``torch.utils.data.BatchSampler`` or a list of index lists; with several
+            train datasets, a dict dataset name -> sampler object or name. A sampler object's
+            batches are global batches (split between processes under ``torchrun``); its
+            ``set_epoch(epoch)`` is called at the start of each epoch when it has one, and its
+            ``state_dict()`` / ``load_state_dict()`` save and restore its position in checkpoints.
+            One without them restarts its epoch on resume and skips the batches already trained on
+            (exact when its order depends on nothing but the epoch; a warning says so).
+            ``to_dict()`` records the object's class name.
         m_per_label: items per label for ``"m_per_label"``.
+        labels_per_batch: P, labels per batch per process for ``"pk"``. When set, ``batch_size``
+            becomes ``labels_per_batch * per_label`` (any other value is replaced); when None,
+            P is ``batch_size // per_label`` (``batch_size`` must then be a multiple of ``per_label``).
+        per_label: K, items per chosen label for ``"pk"`` (default 4); a label with fewer items
+            brings all of them, so a batch may be shorter than P x K.
         multi_dataset_sampling: with several datasets, ``"proportional"`` (each dataset's batches
             once per epoch, interleaved at random) or ``"round_robin"`` (one batch of each in turn,
             until the smallest runs out).
@@ -121,8 +140,10 @@ class TrainingArguments:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     seed: int = 0
-    sampler: str = "random"
+    sampler: Any = "random"
     m_per_label: int = 4
+    labels_per_batch: int | None = None
+    per_label: int | None = None
     multi_dataset_sampling: str = "proportional"
     eval_steps: int | None = None
     eval_metric: str | None = None
@@ -171,7 +192,24 @@ class TrainingArguments:
         _check(
             self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
         )
-        _check(self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        _check_sampler_choice(self.sampler)
+        positive_int("labels_per_batch", allow_none=True)
+        positive_int("per_label", allow_none=True)
+        if "pk" in _sampler_names(self.sampler):
+            per_label = self.per_label or DEFAULT_PER_LABEL
+            if self.labels_per_batch is not None:
+                self.batch_size = self.labels_per_batch * per_label
+            _check(
+                self.batch_size % per_label == 0,
+                f"with sampler='pk', batch_size ({self.batch_size}) must be a multiple of per_label ({per_label}), "
+                "or set labels_per_batch",
+            )
+        else:
+            for name in ("labels_per_batch", "per_label"):
+                _check(
+                    getattr(self, name) is None,
+                    f"{name} is set but no dataset uses sampler='pk' (sampler is {_sampler_record(self.sampler)!r})",
+                )
         _check(
             self.mixed_precision in MIXED_PRECISION,
             f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}",
@@ -183,8 +221,48 @@ class TrainingArguments:
         )
         _check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
 
+    def pk_shape(self) -> tuple[int, int]:
+        """(P, K) of ``sampler="pk"`` per process: labels per batch and items per label."""
+        per_label = self.per_label or DEFAULT_PER_LABEL
+        return self.batch_size // per_label, per_label
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The arguments as JSON-safe values; a sampler object is recorded by its class name."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}  # asdict would deep-copy a sampler
+        values["sampler"] = _sampler_record(self.sampler)
+        return values
+
+
+def _sampler_names(choice: Any) -> list[str]:
+    """The sampler names used by a ``TrainingArguments.sampler`` value (objects are left out)."""
+    values = list(choice.values()) if isinstance(choice, Mapping) else [choice]
+    return [value for value in values if isinstance(value, str)]
+
+
+def _sampler_record(choice: Any) -> Any:
+    """JSON-safe record of a ``TrainingArguments.sampler`` value: names as they are, objects by class name."""
+    if isinstance(choice, Mapping):
+        return {str(name): _sampler_record(value) for name, value in choice.items()}
+    return choice if isinstance(choice, str) else type(choice).__name__
+
+
+def _check_sampler_choice(choice: Any, where: str = "sampler") -> None:
+    if isinstance(choice, str):
+        _check(
+            choice in SAMPLERS,
+            f"{where} must be one of {', '.join(SAMPLERS)} or a sampler object, got {choice!r}",
+        )
+        return
+    if isinstance(choice, Mapping) and where == "sampler":
+        _check(len(choice) > 0, "sampler is an empty dict: give a sampler per train dataset name")
+        for name, value in choice.items():
+            _check_sampler_choice(value, f"sampler[{name!r}]")
+        return
+    _check(
+        not isinstance(choice, (Mapping, bytes)) and hasattr(choice, "__iter__") and hasattr(choice, "__len__"),
+        f"{where} must be one of {', '.join(SAMPLERS)} or a sampler object (an iterable of lists of item "
+        f"indices with __len__, e.g. a torch BatchSampler), got a {type(choice).__name__}",
+    )
 
 
 @dataclass
@@ -301,15 +379,19 @@ class Trainer:
         self._best_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
+    def _check_per_dataset(self, mapping: Mapping[str, Any], what: str) -> None:
+        """A ``{train dataset name: value}`` dict (losses, samplers) must name exactly the train datasets."""
+        missing = sorted(set(self.datasets) - set(mapping))
+        extra = sorted(set(mapping) - set(self.datasets))
+        if missing or extra:
+            raise ValueError(
+                f"the {what} dict must have the train datasets' names ({', '.join(self.datasets)}); "
+                f"missing: {missing or 'none'}, unknown: {extra or 'none'}"
+            )
+
     def _resolve_losses(self, loss: Any) -> dict[str, ModelLoss]:
         if isinstance(loss, Mapping):
-            missing = sorted(set(self.datasets) - set(loss))
-            extra = sorted(set(loss) - set(self.datasets))
-            if missing or extra:
-                raise ValueError(
-                    f"the loss dict must have the train datasets' names ({', '.join(self.datasets)}); "
-                    f"missing: {missing or 'none'}, unknown: {extra or 'none'}"
-                )
+            self._check_per_dataset(loss, "loss")
             chosen = dict(loss)
         else:
             chosen = {name: loss for name in self.datasets}
@@ -317,39 +399,80 @@ class Trainer:
         for name, dataset in self.datasets.items():
             item = chosen[name] if chosen[name] is not None else _default_loss(dataset, self.model)
             model_loss = as_model_loss(*item) if isinstance(item, tuple) else as_model_loss(item)
-            kind = make_batch(dataset, [0]).kind
-            if kind not in model_loss.batch_kinds:
-                raise ValueError(
-                    f"train dataset {name!r} holds {kind} data but {model_loss.name} trains on "
-                    f"{' or '.join(model_loss.batch_kinds)} data"
-                )
+            model_loss.check_dataset(dataset, name)
             resolved[name] = model_loss
         return resolved
 
-    def _make_sampler(self, dataset: Dataset, global_batch: int) -> Any:
+    def _sampler_choice(self, name: str) -> Any:
+        """The ``TrainingArguments.sampler`` entry (a name or a sampler object) for train dataset ``name``."""
+        choice = self.args.sampler
+        if isinstance(choice, Mapping):
+            self._check_per_dataset(choice, "sampler")
+            return choice[name]
+        if not isinstance(choice, str) and len(self.datasets) > 1:
+            raise ValueError(
+                f"sampler is one {type(choice).__name__} object but there are {len(self.datasets)} train datasets "
+                f"({', '.join(self.datasets)}): give a dict dataset name -> sampler"
+            )
+        return choice
+
+    def _make_sampler(self, name: str, dataset: Dataset, global_batch: int) -> Any:
         args = self.args
         seed = args.seed
+        choice = self._sampler_choice(name)
+        if not isinstance(choice, str):
+            if len(choice) < 1:
+                raise ValueError(f"the sampler of train dataset {name!r} ({type(choice).__name__}) has no batches")
+            return choice
         if isinstance(dataset, LabeledDataset):
             texts: list[str] = dataset.texts
         elif isinstance(dataset, PairDataset):
             texts = dataset.text1
         else:
             texts = dataset.anchors
-        if args.sampler in ("m_per_label", "balanced"):
+        if choice in ("m_per_label", "balanced", "pk"):
             labels = dataset.labels if isinstance(dataset, (LabeledDataset, PairDataset)) else None
             if labels is None:
-                raise ValueError(f"sampler={args.sampler!r} needs labeled data (or pairs that carry labels)")
-            if args.sampler == "m_per_label":
+                raise ValueError(
+                    f"sampler={choice!r} needs labeled data (or pairs that carry labels); "
+                    f"train dataset {name!r} is a {type(dataset).__name__} without labels"
+                )
+            if choice == "m_per_label":
                 return MPerLabelSampler(labels, m=args.m_per_label, batch_size=global_batch, seed=seed)
+            if choice == "pk":  # P labels per process: P * world per global batch
+                per_label = args.pk_shape()[1]
+                return PKSampler(labels, labels_per_batch=global_batch // per_label, per_label=per_label, seed=seed)
             return MultiLabelBalancedSampler(labels, batch_size=global_batch, seed=seed)
-        if args.sampler == "no_duplicates":
+        if choice == "no_duplicates":
             return NoDuplicatesSampler(
                 texts, batch_size=global_batch, seed=seed, drop_last=distributed.is_distributed()
             )
-        factor = 50 if args.sampler == "length_grouped" else 1
+        factor = 50 if choice == "length_grouped" else 1
         return LengthGroupedSampler(
             texts, batch_size=global_batch, seed=seed, mega_batch_factor=factor, drop_last=distributed.is_distributed()
         )
+
+    def _next_batch(self, iterators: dict[str, Iterator[Any]], name: str) -> list[int]:
+        """The next batch of dataset ``name``'s sampler, checked: a 1-D list of in-range item indices."""
+        sampler = self.samplers[name]
+        source = f"the sampler of train dataset {name!r} ({type(sampler).__name__})"
+        try:
+            indices = next(iterators[name])
+        except StopIteration:
+            raise ValueError(f"{source} ran out of batches before the {len(sampler)} its len() promised") from None
+        array = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices)
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"{source} gave a batch of shape {array.shape} and dtype {array.dtype}: "
+                "expected a non-empty list of integer item indices"
+            )
+        size = len(self.datasets[name])
+        outside = array[(array < 0) | (array >= size)]
+        if outside.size:
+            raise ValueError(
+                f"{source} gave item index {int(outside[0])}, outside the dataset's {size} items (0 to {size - 1})"
+            )
+        return array.tolist()
 
     def _schedule(self, epoch: int) -> list[str]:
         """The dataset name of each batch of ``epoch`` (deterministic from the seed and the epoch)."""
@@ -407,7 +530,7 @@ class Trainer:
         self.model.to(self.device)
         distributed.broadcast_parameters(self.model)
         global_batch = args.batch_size * world
-        self.samplers = {name: self._make_sampler(ds, global_batch) for name, ds in self.datasets.items()}
+        self.samplers = {name: self._make_sampler(name, ds, global_batch) for name, ds in self.datasets.items()}
         steps_per_epoch = self._steps_per_epoch()
         total_steps = args.max_steps or steps_per_epoch * args.num_epochs
         self._build_optimizer(total_steps)
@@ -446,14 +569,18 @@ class Trainer:
             schedule = self._schedule(state.epoch)
             iterators = {}
             for name, sampler in self.samplers.items():
-                sampler.set_epoch(state.epoch)
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(state.epoch)
                 iterators[name] = iter(sampler)
+                if not _has_state(sampler):  # restarted its epoch: skip what a resumed run already trained on
+                    for _ in range(schedule[: state.batches_in_epoch].count(name)):
+                        self._next_batch(iterators, name)
             while state.batches_in_epoch < len(schedule) and state.global_step < total_steps:
                 group = schedule[state.batches_in_epoch : state.batches_in_epoch + args.gradient_accumulation_steps]
                 step_loss = 0.0
                 step_texts = 0
                 for name in group:
-                    indices = next(iterators[name])
+                    indices = self._next_batch(iterators, name)
                     if world > 1:
                         share = len(indices) // world
                         indices = indices[rank * share : (rank + 1) * share]
@@ -679,7 +806,7 @@ class Trainer:
             payload = {
                 "trainer_state": self.state.to_dict(),
                 "scheduler": _json_ready(self.scheduler.state_dict()),
-                "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
+                "samplers": {name: _sampler_state(sampler) for name, sampler in self.samplers.items()},
                 "args": self.args.to_dict(),
                 "world_size": distributed.world_size(),
             }
@@ -724,14 +851,35 @@ class Trainer:
         for name, sampler in self.samplers.items():
             if name not in payload["samplers"]:
                 raise ValueError(f"{folder} has no sampler state for dataset {name!r}")
-            sampler.load_state_dict(payload["samplers"][name])
+            if _has_state(sampler):
+                sampler.load_state_dict(payload["samplers"][name])
         restored = TrainerState.from_dict(payload["trainer_state"])
         restored.max_steps = self.state.max_steps
         self.state = restored
+        stateless = [f"{name!r} ({type(s).__name__})" for name, s in self.samplers.items() if not _has_state(s)]
+        if stateless and restored.batches_in_epoch:
+            warnings.warn(
+                f"the sampler of train dataset {', '.join(stateless)} has no state_dict/load_state_dict: resuming "
+                f"restarts its epoch and skips the batches already trained on, which gives the uninterrupted "
+                "run's batches only if its order depends on nothing but the epoch",
+                stacklevel=3,
+            )
         restore_rng_state(rng_tensors, payload["rng"])
         best_folder = output_dir / "best-model" if output_dir is not None else None
         if best_folder is not None and best_folder.is_dir():
             self._best_state = LabelspaceModel.from_pretrained(best_folder).state_dict()
+
+
+def _has_state(sampler: Any) -> bool:
+    """Whether a sampler saves and restores its position (``state_dict`` and ``load_state_dict``)."""
+    return callable(getattr(sampler, "state_dict", None)) and callable(getattr(sampler, "load_state_dict", None))
+
+
+def _sampler_state(sampler: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of a sampler: its state_dict, or only its class name when it has none."""
+    if _has_state(sampler):
+        return _json_ready(sampler.state_dict())
+    return {"sampler": type(sampler).__name__, "stateless": True}
 
 
 def _json_ready(value: Any) -> Any:
@@ -750,51 +898,3 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and value is not None
     }
-
-
-def evaluate_model(model: LabelspaceModel, dataset: Dataset, batch_size: int = 64) -> dict[str, Any]:
-    """Dev metrics of ``model`` on ``dataset``, from `labelspace.evaluation`.
-
-    Labeled data with a head: `classification_report` with the model's thresholds (``macro_f1``,
-    ``micro_f1``, ...). Labeled data without a head: `retrieval_metrics` (``map_at_r``, ...).
-    Pairs: Spearman and Pearson correlation of the cosine similarity with the scores. Triplets:
-    the share of triplets whose anchor is closer (cosine) to the positive than to the negative.
-    """
-    from labelspace.evaluation.classification import classification_report
-    from labelspace.evaluation.retrieval import retrieval_metrics
-
-    was_training = model.training
-    model.eval()
-    try:
-        if isinstance(dataset, LabeledDataset):
-            y_true = dataset.labels.to_dense()
-            if model.head is not None:
-                probabilities = model.predict_proba(dataset.texts, batch_size=batch_size, show_progress_bar=False)
-                names = model.label_set.names if model.label_set is not None else None
-                return classification_report(y_true, probabilities, thresholds=model.thresholds, label_names=names)
-            embeddings = model.encode(dataset.texts, batch_size=batch_size, show_progress_bar=False)
-            return retrieval_metrics(embeddings, y_true)
-        if isinstance(dataset, PairDataset):
-            from scipy.stats import pearsonr, spearmanr
-
-            first = model.encode(dataset.text1, batch_size=batch_size, show_progress_bar=False)
-            second = model.encode(dataset.text2, batch_size=batch_size, show_progress_bar=False)
-            cosine = _row_cosine(first, second)
-            return {
-                "spearman": float(spearmanr(cosine, dataset.scores).statistic),
-                "pearson": float(pearsonr(cosine, dataset.scores).statistic),
-            }
-        anchors = model.encode(dataset.anchors, batch_size=batch_size, show_progress_bar=False)
-        positives = model.encode(dataset.positives, batch_size=batch_size, show_progress_bar=False)
-        first_negatives = [dataset.negatives_of(i)[0] for i in range(len(dataset))]
-        negatives = model.encode(first_negatives, batch_size=batch_size, show_progress_bar=False)
-        closer = _row_cosine(anchors, positives) > _row_cosine(anchors, negatives)
-        return {"triplet_accuracy": float(closer.mean())}
-    finally:
-        model.train(was_training)
-
-
-def _row_cosine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    first = first / np.maximum(np.linalg.norm(first, axis=1, keepdims=True), 1e-12)
-    second = second / np.maximum(np.linalg.norm(second, axis=1, keepdims=True), 1e-12)
-    return (first * second).sum(axis=1)
