@@ -271,3 +271,161 @@ def test_help_has_an_example(run_cli, command):
     code, stdout, _ = run_cli(command, "--help")
     assert code == 0
     assert f"Example: labelspace {command}" in stdout
+
+
+# ----------------------------------------------------------------------------- thresholds as business rules
+
+
+def _run_with_user_files(files: dict[str, Path], tmp_path: Path) -> Path:
+    """A copy of the run with a file a user added to the run folder and one added to the model folder."""
+    run = _copy_run(files, tmp_path)
+    (run / "notes.txt").write_text("why this run exists\n")
+    (run / "model" / "extra.json").write_text('{"owner": "support-team"}\n')
+    return run
+
+
+def _user_files_kept(run: Path) -> None:
+    assert (run / "notes.txt").read_text() == "why this run exists\n"
+    assert json.loads((run / "model" / "extra.json").read_text()) == {"owner": "support-team"}
+    assert sorted(p.name for p in run.iterdir()) == ["model", "notes.txt"]  # no temporary file left behind
+    assert not [p.name for p in (run / "model").iterdir() if p.name.startswith(".")]
+
+
+def test_tune_thresholds_targets_by_name_and_objective_keep_user_files(run_cli, files, tmp_path):
+    from labelspace.evaluation import tune_thresholds
+
+    run = _run_with_user_files(files, tmp_path)
+    before = LabelspaceModel.from_pretrained(run / "model")
+    head_bytes = (run / "model" / "head.safetensors").read_bytes()
+    code, stdout, stderr = run_cli(
+        "tune-thresholds",
+        str(run),
+        "--data",
+        str(files["dev"]),
+        "--target-precision",
+        "security=0.95,billing=0.8",
+        "--objective",
+        "samples_jaccard",
+        "--quiet",
+    )
+    assert code == 0, stderr
+    assert "before" in stdout and "after" in stdout and "samples_jaccard" in stdout
+    _user_files_kept(run)
+    assert (run / "model" / "head.safetensors").read_bytes() == head_bytes
+    after = LabelspaceModel.from_pretrained(run / "model")
+    assert after.metadata["note"] == "kept"
+    names = after.label_set.names
+    dev = _aligned(files["dev"], after)
+    probabilities = before.predict_proba(dev.texts)
+    y_dev = dev.labels.to_dense()
+    # The named labels follow their precision rule exactly as a one-number target tunes them.
+    for name, target in (("security", 0.95), ("billing", 0.8)):
+        column = names.index(name)
+        alone = tune_thresholds(y_dev[:, [column]], probabilities[:, [column]], target_precision=target)
+        assert after.thresholds[column] == pytest.approx(alone.thresholds[0], abs=1e-12), name
+    record = after.metadata["thresholds"]
+    assert record["objective"] == "samples_jaccard"
+    assert record["label_metrics"][names.index("security")] == "target_precision"
+    assert record["label_metrics"][names.index("refund")] == "f1"
+    assert record["targets"][names.index("billing")] == 0.8 and record["targets"][names.index("bug")] is None
+    # The joint search never ends below the per-label optimum it starts from.
+    start = tune_thresholds(
+        y_dev, probabilities, label_names=names, target_precision={"security": 0.95, "billing": 0.8}, fallback="global"
+    )
+    jaccard = classification_report(y_dev, probabilities, thresholds=after.thresholds)["samples_jaccard"]
+    assert jaccard >= classification_report(y_dev, probabilities, thresholds=start.thresholds)["samples_jaccard"]
+    assert record["extra"]["objective_start"] == pytest.approx(
+        classification_report(y_dev, probabilities, thresholds=start.thresholds)["samples_jaccard"], abs=1e-12
+    )
+
+
+def test_tune_thresholds_single_number_target_still_means_every_label(run_cli, files, tmp_path):
+    run = _copy_run(files, tmp_path)
+    code, _, stderr = run_cli(
+        "tune-thresholds", str(run), "--data", str(files["dev"]), "--target-recall", "0.9", "--quiet"
+    )
+    assert code == 0, stderr
+    record = LabelspaceModel.from_pretrained(run / "model").metadata["thresholds"]
+    assert record["metric"] == "target_recall" and record["target"] == 0.9
+    assert set(record["label_metrics"]) == {"target_recall"}
+
+
+def test_set_thresholds_by_name_keeps_the_rest_and_user_files(run_cli, files, tmp_path):
+    run = _run_with_user_files(files, tmp_path)
+    before = LabelspaceModel.from_pretrained(run / "model")
+    names = before.label_set.names
+    code, stdout, stderr = run_cli("set-thresholds", str(run), "security=0.9", "billing=0.25")
+    assert code == 0, stderr
+    _user_files_kept(run)
+    after = LabelspaceModel.from_pretrained(run / "model")
+    expected = before.thresholds.copy()
+    expected[names.index("security")] = 0.9
+    expected[names.index("billing")] = 0.25
+    np.testing.assert_array_equal(after.thresholds, expected)
+    assert f"security: {before.thresholds[names.index('security')]:.4f} -> 0.9000" in stdout
+    assert f"billing: {before.thresholds[names.index('billing')]:.4f} -> 0.2500" in stdout
+    assert after.metadata["note"] == "kept"
+    assert after.metadata["thresholds"]["set_by_hand"] == {"security": 0.9, "billing": 0.25}
+    assert after.metadata["thresholds"]["thresholds"] == after.thresholds.tolist()
+    # Predictions follow the new thresholds.
+    probabilities = after.predict_proba(["my password was leaked"])
+    assert after.decide(probabilities)[0, names.index("security")] == (probabilities[0, names.index("security")] >= 0.9)
+    # A second call adds to the record; a model folder works as well as the run folder.
+    code, _, stderr = run_cli("set-thresholds", str(run / "model"), "refund=0.6")
+    assert code == 0, stderr
+    again = LabelspaceModel.from_pretrained(run / "model")
+    assert again.metadata["thresholds"]["set_by_hand"] == {"security": 0.9, "billing": 0.25, "refund": 0.6}
+    assert again.thresholds[names.index("security")] == 0.9 and again.thresholds[names.index("refund")] == 0.6
+
+
+def test_set_thresholds_python_dict(files):
+    model = LabelspaceModel.from_pretrained(files["run"] / "model")
+    names = model.label_set.names
+    old = model.thresholds.copy()
+    model.set_thresholds({"security": 0.9, "praise": 0})
+    assert model.thresholds[names.index("security")] == 0.9 and model.thresholds[names.index("praise")] == 0.0
+    others = [i for i, name in enumerate(names) if name not in ("security", "praise")]
+    np.testing.assert_array_equal(model.thresholds[others], old[others])
+    with pytest.raises(ValueError, match=r"unknown label\(s\) sekurity; the labels are: billing, refund"):
+        model.set_thresholds({"sekurity": 0.9})
+    for bad in (1.5, -0.1, float("nan"), "0.9", True):
+        with pytest.raises(ValueError, match=r"threshold of 'security' must be a number in \[0, 1\]"):
+            model.set_thresholds({"security": 0.9, "billing": 0.4} | {"security": bad})
+    assert model.thresholds[names.index("billing")] == old[names.index("billing")]  # nothing set on an error
+    model.set_thresholds(0.3)  # a number and a list work as before
+    assert model.thresholds.tolist() == [0.3] * len(names)
+
+
+def test_threshold_rule_errors_are_one_line(run_cli, files, tmp_path):
+    run = _copy_run(files, tmp_path)
+    config_before = (run / "model" / "labelspace.json").read_text()
+    cases = [
+        (("set-thresholds", str(run), "sekurity=0.9"), "unknown label(s) sekurity; the labels are: billing"),
+        (("set-thresholds", str(run), "security=high"), "expected NAME=NUMBER"),
+        (("set-thresholds", str(run), "security"), "expected NAME=NUMBER"),
+        (("set-thresholds", str(run), "security=1.5"), "threshold of 'security' must be a number in [0, 1]"),
+        (("set-thresholds", str(run), "security=0.5", "security=0.6"), "given twice"),
+        (
+            ("tune-thresholds", str(run), "--data", str(files["dev"]), "--target-precision", "sekurity=0.9"),
+            "--target-precision: unknown label(s) sekurity",
+        ),
+        (
+            ("tune-thresholds", str(run), "--data", str(files["dev"]), "--target-recall", "bug=soon"),
+            "--target-recall: expected NAME=NUMBER",
+        ),
+        (
+            ("tune-thresholds", str(run), "--data", str(files["dev"]), "--target-precision", "bug=1.2"),
+            "--target-precision of 'bug' must be a float in (0, 1]",
+        ),
+        (("tune-thresholds", str(run), "--data", str(files["dev"]), "--objective", "accuracy"), "--objective"),
+    ]
+    for args, message in cases:
+        stderr = _one_line_error(*run_cli(*args)[::2])
+        assert message in stderr, (args, stderr)
+    assert (run / "model" / "labelspace.json").read_text() == config_before
+
+
+def test_set_thresholds_help_has_an_example(run_cli):
+    code, stdout, _ = run_cli("set-thresholds", "--help")
+    assert code == 0
+    assert "Example: labelspace set-thresholds" in stdout

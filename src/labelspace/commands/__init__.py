@@ -6,7 +6,7 @@ from importlib import import_module
 from typing import Any
 
 #: Modules whose ``register(app)`` adds commands to the `labelspace` app.
-COMMAND_MODULES: tuple[str, ...] = ("quickstart", "train", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = ("quickstart", "train", "evaluate", "mine")
 
 
 def register_all(app: Any) -> None:

@@ -1,4 +1,4 @@
-"""``labelspace evaluate``, ``tune-thresholds`` and ``predict``: use a trained model folder.
+"""``labelspace evaluate``, ``tune-thresholds``, ``set-thresholds`` and ``predict``: use a trained model folder.
 
 ``RUN`` is a model folder (it holds ``labelspace.json``) or a run folder written by ``labelspace
 train`` (its ``model/`` subfolder is the model); `resolve_model_folder` tells which. Evaluation
@@ -21,18 +21,31 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from labelspace.commands.train import align_labels, load_dataset, metrics_table
+from labelspace.commands.train import load_dataset, metrics_table, warn_dropped_labels
 
-__all__ = ["EVALUATE_EPILOG", "PREDICT_EPILOG", "TUNE_EPILOG", "read_texts", "register", "resolve_model_folder"]
+__all__ = [
+    "EVALUATE_EPILOG",
+    "PREDICT_EPILOG",
+    "SET_THRESHOLDS_EPILOG",
+    "TUNE_EPILOG",
+    "parse_label_values",
+    "read_texts",
+    "register",
+    "resolve_model_folder",
+]
 
 EVALUATE_EPILOG = (
     "Example: labelspace evaluate runs/x --data test.tsv --report report.html --json metrics.json\n\n"
-    "Example: labelspace evaluate runs/x/model --data test.csv --text-column body --labels-column tags"
+    "Example: labelspace evaluate runs/x/model --data test.csv --text-column body --labels-column tags\n\n"
+    "Example: labelspace evaluate runs/embedder --data test.jsonl --relevance jaccard --json retrieval.json"
 )
 TUNE_EPILOG = (
     "Example: labelspace tune-thresholds runs/x --data dev.tsv --metric f1\n\n"
-    "Example: labelspace tune-thresholds runs/x --data dev.tsv --metric fbeta --beta 0.5 --rule at_least_one"
+    "Example: labelspace tune-thresholds runs/x --data dev.tsv --metric fbeta --beta 0.5 --rule at_least_one\n\n"
+    "Example: labelspace tune-thresholds runs/x --data dev.tsv --target-precision security=0.95,billing=0.8\n\n"
+    "Example: labelspace tune-thresholds runs/x --data dev.tsv --objective samples_jaccard"
 )
+SET_THRESHOLDS_EPILOG = "Example: labelspace set-thresholds runs/x security=0.9 billing=0.5"
 PREDICT_EPILOG = (
     'Example: labelspace predict runs/x "I was charged twice" "the app crashes on login"\n\n'
     "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl"
@@ -49,8 +62,16 @@ LabelsColumnOption = Annotated[str | None, typer.Option("--labels-column", help=
 LabelsFileOption = Annotated[
     Path | None, typer.Option("--labels-file", help="Label names, one a line (for integer ids).")
 ]
+LabelsFormatOption = Annotated[
+    str | None,
+    typer.Option("--labels-format", help="names, ids, multi_hot (a 0/1 list per text) or auto (default)."),
+]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+UnknownLabelsOption = Annotated[
+    str,
+    typer.Option("--unknown-labels", help="Labels the model does not know: error (default) or ignore (drop, warn)."),
+]
 
 
 def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
@@ -92,30 +113,40 @@ def _load_model(run: Path) -> tuple[Any, Path]:
 
 
 def _data_options(
-    file_format: str | None, text_column: str | None, labels_column: str | None, labels_file: Path | None
+    file_format: str | None,
+    text_column: str | None,
+    labels_column: str | None,
+    labels_file: Path | None,
+    labels_format: str | None = None,
 ) -> dict[str, Any]:
     given = {
         "format": file_format,
         "text_column": text_column,
         "labels_column": labels_column,
         "labels_file": labels_file,
+        "labels_format": labels_format,
     }
     return {"kind": "labeled", **{key: value for key, value in given.items() if value is not None}}
 
 
-def _load_labeled(path: Path, options: dict[str, Any], label_set: Any) -> Any:
-    """A labelled data file re-expressed over the model's ``label_set`` (unknown labels are an error)."""
+def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_labels: str = "error") -> Any:
+    """A labelled data file re-expressed over the model's ``label_set``.
+
+    Labels the model does not know are an error, or with ``unknown_labels="ignore"`` dropped from
+    the rows with a warning naming each label and its row count.
+    """
+    from labelspace.cli import CommandError
+
+    if unknown_labels not in ("error", "ignore"):
+        raise CommandError(f"--unknown-labels: expected error or ignore; got {unknown_labels!r}")
     dataset = load_dataset(str(path), options)
     if len(dataset) == 0:
         raise ValueError(f"{path}: no texts")
-    counts = dataset.labels.label_counts()
-    used = [name for name, count in zip(dataset.label_set.names, counts, strict=True) if count > 0]
-    unknown = [name for name in used if name not in label_set]
-    if unknown:
-        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise ValueError(f"{path}: labels the model does not know: {shown} (the model knows {len(label_set)} labels)")
-    if dataset.label_set != label_set:
-        dataset = align_labels(dataset, label_set)
+    known_as = f"the model's {len(label_set)} labels"
+    dataset, dropped = dataset.with_label_set(
+        label_set, unknown_labels=unknown_labels, where=str(path), known_as=known_as
+    )
+    warn_dropped_labels(str(path), dropped, known_as)
     return dataset
 
 
@@ -143,6 +174,52 @@ def _atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _save_model_config(model: Any, folder: Path) -> None:
+    """Rewrite only the model folder's ``labelspace.json`` (thresholds, decision rule, metadata), atomically.
+
+    The encoder and head files are left as they are, and so is anything a user added to the model
+    folder or to the run folder around it (rewriting the whole folder would drop those).
+    """
+    from labelspace.models.model import CONFIG_FILE
+
+    _atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
+
+
+def parse_label_values(items: Iterable[str], option: str) -> dict[str, float]:
+    """``NAME=VALUE`` items (commas also separate them) as a ``{label name: number}`` dict.
+
+    Raises ValueError naming ``option`` for an item that is not ``NAME=NUMBER`` or a name given twice.
+
+    Example:
+        >>> parse_label_values(["security=0.95,billing=0.8"], "--target-precision")
+        {'security': 0.95, 'billing': 0.8}
+    """
+    values: dict[str, float] = {}
+    for item in (part for text in items for part in text.split(",")):
+        name, equals, number = item.rpartition("=")
+        name = name.strip()
+        try:
+            value = float(number)
+        except ValueError:
+            value = None
+        if not equals or not name or value is None:
+            raise ValueError(f"{option}: expected NAME=NUMBER (for example security=0.9); got {item!r}")
+        if name in values:
+            raise ValueError(f"{option}: label {name!r} given twice")
+        values[name] = value
+    return values
+
+
+def _target_option(text: str | None, option: str) -> float | dict[str, float] | None:
+    """A ``--target-*`` option: one number (every label) or ``NAME=NUMBER,...`` (those labels)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return parse_label_values([text], option)
 
 
 def _per_label_table(report: dict[str, Any], title: str) -> Table:
@@ -210,15 +287,53 @@ def _prediction_lines(
         yield json.dumps({"text": text, "labels": labels, "scores": scores}, ensure_ascii=False)
 
 
+# ----------------------------------------------------------------------------- embedding metrics
+
+#: Rows of the embedding metrics table: key of `evaluate_model`'s dict -> shown name (``{k}``: the cut-off).
+EMBEDDING_METRIC_NAMES = {
+    "map_at_r": "MAP@R",
+    "ndcg_at_k": "NDCG@{k}",
+    "precision_at_1": "P@1",
+    "r_precision": "R-precision",
+    "precision_at_k": "P@{k}",
+    "mrr": "MRR",
+    "num_evaluated_queries": "queries with a relevant text",
+    "spearman": "Spearman (cosine vs score)",
+    "pearson": "Pearson (cosine vs score)",
+    "num_pairs": "pairs",
+    "triplet_accuracy": "triplet accuracy",
+    "num_triplets": "triplets",
+}
+
+
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with NaN written as None (``json.dumps`` would write the invalid ``NaN``)."""
+    return {key: None if isinstance(value, float) and value != value else value for key, value in metrics.items()}
+
+
+def _embedding_table(metrics: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, name in EMBEDDING_METRIC_NAMES.items():
+        value = metrics.get(key, "absent")
+        if value != "absent":
+            shown = "-" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
+            table.add_row(name.format(k=metrics.get("k")), shown)
+    return table
+
+
 # ----------------------------------------------------------------------------- commands
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``evaluate``, ``tune-thresholds`` and ``predict`` to the app."""
+    """Add ``evaluate``, ``tune-thresholds``, ``set-thresholds`` and ``predict`` to the app."""
 
     @app.command("evaluate", epilog=EVALUATE_EPILOG)
     def evaluate_command(
-        run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
+        run: Annotated[
+            Path, typer.Argument(help="Run folder (from 'labelspace train'), model folder, or encoder (minilm).")
+        ],
         data: DataOption,
         report: Annotated[
             Path | None, typer.Option("--report", help="Write a single-file HTML report with plots here.")
@@ -229,16 +344,64 @@ def register(app: typer.Typer) -> None:
         text_column: TextColumnOption = None,
         labels_column: LabelsColumnOption = None,
         labels_file: LabelsFileOption = None,
+        labels_format: LabelsFormatOption = None,
+        unknown_labels: UnknownLabelsOption = "error",
+        kind: Annotated[
+            str,
+            typer.Option(
+                "--kind",
+                help="labeled, pairs, triplets or auto (a model with a head: labeled; without: from the columns).",
+            ),
+        ] = "auto",
+        relevance: Annotated[
+            str,
+            typer.Option("--relevance", help="Retrieval relevance: overlap (shares a label) or jaccard (graded)."),
+        ] = "overlap",
+        retrieval: Annotated[
+            bool, typer.Option("--retrieval", help="With a head: also the retrieval metrics of the embeddings.")
+        ] = False,
         quiet: QuietOption = False,
     ) -> None:
-        """Score a model on labelled data with its saved thresholds and decision rule: table, JSON, HTML report."""
-        from labelspace.cli import console
+        """Score a model: a head on labelled data with its thresholds and decision rule (table, JSON, HTML report);
+        an embedding model by retrieval (labelled data), Spearman (scored pairs) or triplet accuracy (triplets)."""
+        from labelspace.cli import CommandError, console
+        from labelspace.commands.mine import load_embedding_model
+        from labelspace.data import LabeledDataset, PairDataset
+        from labelspace.evaluation.model_metrics import evaluate_model
         from labelspace.evaluation.report import decision_report, write_report
+        from labelspace.evaluation.retrieval import RELEVANCE, retrieval_metrics
 
-        model, folder = _load_model(run)
-        dataset = _load_labeled(
-            data, _data_options(file_format, text_column, labels_column, labels_file), model.label_set
-        )
+        if relevance not in RELEVANCE:
+            raise CommandError(f"--relevance: expected one of {', '.join(RELEVANCE)}; got {relevance!r}")
+        if kind not in ("auto", "labeled", "pairs", "triplets"):
+            raise CommandError(f"--kind: expected labeled, pairs, triplets or auto; got {kind!r}")
+        model, folder = load_embedding_model(run)
+        options = _data_options(file_format, text_column, labels_column, labels_file, labels_format)
+        if model.head is None or kind in ("pairs", "triplets"):
+            if report is not None:
+                why = "has no classification head" if model.head is None else f"is scored on {kind} here"
+                raise CommandError(
+                    f"--report writes a classification report, which needs labelled data and a model with a "
+                    f"head; {folder} {why} (use --json for the embedding metrics)"
+                )
+            dataset = load_dataset(str(data), {**options, "kind": kind})
+            if len(dataset) == 0:
+                raise ValueError(f"{data}: no rows to evaluate")
+            data_kind = "pairs" if isinstance(dataset, PairDataset) else "triplets"
+            data_kind = "labeled" if isinstance(dataset, LabeledDataset) else data_kind
+            scores = evaluate_model(model, dataset, batch_size, relevance=relevance, show_progress_bar=not quiet)
+            about = {"model": str(folder), "data": str(data), "kind": data_kind}
+            title = f"{data.name}: {len(dataset)} {'texts' if data_kind == 'labeled' else data_kind}"
+            if data_kind == "labeled":
+                about["relevance"] = relevance
+                title += f", relevance {relevance}"
+            console.print(_embedding_table(scores, title))
+            if json_path is not None:
+                text = json.dumps({**about, **_json_safe(scores)}, indent=2, ensure_ascii=False)
+                _atomic_write_text(json_path, text + "\n")
+                console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
+            return
+        dataset = _load_labeled(data, options, model.label_set, unknown_labels)
         probabilities, embeddings = _probabilities_and_embeddings(model, dataset.texts, batch_size, not quiet)
         decided = model.decide(probabilities)
         y_true = dataset.labels.to_dense()
@@ -253,6 +416,10 @@ def register(app: typer.Typer) -> None:
         rule = model.decision_rule + (f" (k={model.top_k})" if model.decision_rule == "top_k" else "")
         console.print(metrics_table({data.name: metrics}, f"{len(dataset)} texts, rule {rule}"))
         console.print(_per_label_table(metrics, "per label"))
+        if retrieval:
+            found = retrieval_metrics(embeddings, y_true, relevance=relevance)
+            result["retrieval"] = {"relevance": relevance, **_json_safe(found)}
+            console.print(_embedding_table(found, f"retrieval, relevance {relevance}"))
         if json_path is not None:
             _atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
             console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
@@ -288,22 +455,37 @@ def register(app: typer.Typer) -> None:
         ] = None,
         top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Labels per text for --rule top_k.")] = None,
         target_precision: Annotated[
-            float | None, typer.Option("--target-precision", help="Lowest threshold reaching this precision.")
+            str | None,
+            typer.Option(
+                "--target-precision",
+                help="Lowest threshold reaching this precision: one number (every label) or NAME=P,NAME=P.",
+            ),
         ] = None,
         target_recall: Annotated[
-            float | None, typer.Option("--target-recall", help="Highest threshold keeping this recall.")
+            str | None,
+            typer.Option("--target-recall", help="Highest threshold keeping this recall: one number or NAME=R,NAME=R."),
         ] = None,
+        objective: Annotated[
+            str,
+            typer.Option(
+                "--objective",
+                help="Metric to tune for: macro_f1 (per label), micro_f1, samples_f1 or samples_jaccard (jointly).",
+            ),
+        ] = "macro_f1",
         batch_size: BatchSizeOption = 32,
         file_format: FormatOption = None,
         text_column: TextColumnOption = None,
         labels_column: LabelsColumnOption = None,
         labels_file: LabelsFileOption = None,
+        labels_format: LabelsFormatOption = None,
+        unknown_labels: UnknownLabelsOption = "error",
         quiet: QuietOption = False,
     ) -> None:
-        """Tune per-label thresholds on dev data and rewrite the model folder's thresholds (atomically)."""
+        """Tune per-label thresholds on dev data and rewrite the model's labelspace.json (atomically)."""
         from labelspace.cli import CommandError, console
         from labelspace.evaluation import tune_thresholds
         from labelspace.evaluation.report import decision_report
+        from labelspace.evaluation.thresholds import OBJECTIVES, per_label_targets
         from labelspace.models.model import DECISION_RULES
 
         if fallback == "global":
@@ -315,9 +497,18 @@ def register(app: typer.Typer) -> None:
                 raise CommandError(f"--fallback: expected a number or 'global'; got {fallback!r}") from None
         if rule is not None and rule not in DECISION_RULES:
             raise CommandError(f"--rule: expected one of {', '.join(DECISION_RULES)}; got {rule!r}")
+        if objective not in OBJECTIVES:
+            raise CommandError(f"--objective: expected one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        precision_target = _target_option(target_precision, "--target-precision")
+        recall_target = _target_option(target_recall, "--target-recall")
         model, folder = _load_model(run)
+        for option, target in (("--target-precision", precision_target), ("--target-recall", recall_target)):
+            per_label_targets(target, option, model.label_set.names)  # bad names/values fail before predicting
         dataset = _load_labeled(
-            data, _data_options(file_format, text_column, labels_column, labels_file), model.label_set
+            data,
+            _data_options(file_format, text_column, labels_column, labels_file, labels_format),
+            model.label_set,
+            unknown_labels,
         )
         probabilities = model.predict_proba(dataset.texts, batch_size=batch_size, show_progress_bar=not quiet)
         y_true = dataset.labels.to_dense()
@@ -334,8 +525,10 @@ def register(app: typer.Typer) -> None:
             probabilities,
             metric=metric,
             beta=beta,
-            target_precision=target_precision,
-            target_recall=target_recall,
+            target_precision=precision_target,
+            target_recall=recall_target,
+            label_names=names,
+            objective=objective,
             min_positives=min_positives,
             fallback=fallback_value,
         )
@@ -350,7 +543,7 @@ def register(app: typer.Typer) -> None:
             predictions=model.decide(probabilities),
             label_names=names,
         )
-        model.save(folder, overwrite=True)
+        _save_model_config(model, folder)
         console.print(metrics_table({"before": before, "after": after}, f"{data} ({len(dataset)} texts)"))
         fell_back = int(tuned.fell_back.sum())
         note = f"; {fell_back} label(s) with fewer than {min_positives} positives got the fallback" if fell_back else ""
@@ -359,6 +552,33 @@ def register(app: typer.Typer) -> None:
             soft_wrap=True,
             highlight=False,
         )
+
+    @app.command("set-thresholds", epilog=SET_THRESHOLDS_EPILOG)
+    def set_thresholds_command(
+        run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
+        assignments: Annotated[
+            list[str], typer.Argument(help="NAME=THRESHOLD for each label to fix (a number in [0, 1]).")
+        ],
+    ) -> None:
+        """Fix the thresholds of the labels named (business rules); the others keep theirs. Rewrites labelspace.json."""
+        from labelspace.cli import console
+
+        values = parse_label_values(assignments, "set-thresholds")
+        model, folder = _load_model(run)
+        old = model.thresholds.copy()
+        model.set_thresholds(values)
+        # The tuning record keeps matching the saved thresholds, and says which ones were set by hand.
+        record = model.metadata.get("thresholds")
+        record = dict(record) if isinstance(record, dict) else {}
+        record["thresholds"] = model.thresholds.tolist()
+        record["set_by_hand"] = {**(record.get("set_by_hand") or {}), **values}
+        model.metadata["thresholds"] = record
+        _save_model_config(model, folder)
+        names = model.label_set.names
+        for name in values:
+            index = names.index(name)
+            console.print(f"{name}: {old[index]:.4f} -> {model.thresholds[index]:.4f}", soft_wrap=True, highlight=False)
+        console.print(f"wrote {len(values)} threshold(s) to {folder}", soft_wrap=True, highlight=False)
 
     @app.command("predict", epilog=PREDICT_EPILOG)
     def predict_command(

@@ -22,11 +22,28 @@ Example:
     [0.55, 0.25]
     >>> result.f_score.tolist()
     [1.0, 0.8]
+
+Business rules and objectives: a precision or recall target can be given per label by name, and
+``objective`` other than "macro_f1" starts from the per-label optimum and moves one label's cut at
+a time (coordinate ascent) while micro-F1 or a per-text metric improves on the tuning data:
+
+    >>> y_true = np.array([[1, 0], [1, 0], [0, 1], [0, 0], [0, 0]])
+    >>> scores = np.array([[0.875, 0.75], [0.75, 0.5], [0.25, 0.25], [0.125, 0.125], [0.0625, 0.0625]])
+    >>> macro = tune_thresholds(y_true, scores, min_positives=1)  # label 1 alone: F1 0.5 at 3 predicted
+    >>> macro.thresholds.tolist(), macro.objective_score
+    ([0.5, 0.1875], 0.75)
+    >>> micro = tune_thresholds(y_true, scores, min_positives=1, objective="micro_f1")
+    >>> micro.extra["objective_start"], micro.objective_score, bool(micro.apply(scores)[:, 1].any())  # label 1 off
+    (0.75, 0.8, False)
+    >>> tune_thresholds(y_true, scores, min_positives=1, label_names=["billing", "security"],
+    ...                 target_precision={"security": 1.0}).label_metrics
+    ['f1', 'target_precision']
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,22 +51,29 @@ import numpy as np
 
 from labelspace.evaluation.classification import (
     check_label_matrix,
+    check_label_names,
     check_scores,
     check_thresholds,
     confusion_counts,
     divide,
+    f1_score,
+    jaccard_samples,
 )
 
 DECISION_RULES = ("threshold", "at_least_one", "top_k")
 TUNING_METRICS = ("f1", "fbeta")
 GLOBAL_METRICS = ("micro_f1", "macro_f1")
+OBJECTIVES = ("macro_f1", "micro_f1", "samples_f1", "samples_jaccard")
 
 __all__ = [
     "DECISION_RULES",
     "GLOBAL_METRICS",
+    "OBJECTIVES",
     "TUNING_METRICS",
     "ThresholdResult",
     "apply_decision_rule",
+    "label_positions",
+    "per_label_targets",
     "tune_global_threshold",
     "tune_thresholds",
 ]
@@ -62,11 +86,15 @@ class ThresholdResult:
     ``thresholds`` (float, one per label) are meant for `binarize` (positive when score >= threshold).
     ``fell_back`` marks labels with too few positives, which got the fallback instead;
     ``global_threshold`` is the micro-F1 threshold used for them when the fallback was "global".
-    ``metric`` is "f1", "fbeta", "target_precision" or "target_recall"; ``target`` the target value.
+    ``metric`` is "f1", "fbeta", or "target_precision" / "target_recall" when one target was given for
+    every label (``target`` is then that value); ``label_metrics`` names each label's rule and
+    ``targets`` each label's target (NaN where it has none), so per-label targets show there.
     ``precision``, ``recall`` and ``f_score`` (F-beta with ``beta``) are measured on the tuning data
     at the returned thresholds; ``target_reached`` is False where a precision target was out of
-    reach (that label then predicts nothing on the tuning data). ``extra`` holds JSON-friendly
-    provenance (min_positives, fallback).
+    reach (that label then predicts nothing on the tuning data). ``objective`` is the metric the
+    thresholds were tuned for jointly (see `OBJECTIVES`) and ``objective_score`` its value on the
+    tuning data. ``extra`` holds JSON-friendly provenance (min_positives, fallback; for a joint
+    search also objective_start, the value at the per-label optimum, and rounds).
 
     Example:
         >>> result = ThresholdResult(thresholds=np.array([0.3, 0.5]), fell_back=np.array([False, True]),
@@ -86,6 +114,10 @@ class ThresholdResult:
     recall: np.ndarray | None = None
     f_score: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    objective: str = "macro_f1"
+    objective_score: float | None = None
+    label_metrics: list[str] | None = None
+    targets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
@@ -94,6 +126,17 @@ class ThresholdResult:
             raise ValueError(
                 f"thresholds and fell_back must be 1-D of one length, got {self.thresholds.shape} "
                 f"and {self.fell_back.shape}"
+            )
+        if self.label_metrics is None:
+            self.label_metrics = [self.metric] * self.num_labels
+        self.label_metrics = [str(name) for name in self.label_metrics]
+        if self.targets is None:
+            self.targets = np.full(self.num_labels, np.nan if self.target is None else float(self.target))
+        self.targets = np.array([np.nan if value is None else value for value in self.targets], dtype=np.float64)
+        if len(self.label_metrics) != self.num_labels or self.targets.shape != self.thresholds.shape:
+            raise ValueError(
+                f"label_metrics and targets must have one entry per label ({self.num_labels}), got "
+                f"{len(self.label_metrics)} and {self.targets.shape[0]}"
             )
         if self.target_reached is None:
             self.target_reached = np.ones_like(self.fell_back)
@@ -130,6 +173,10 @@ class ThresholdResult:
             "recall": as_list(self.recall),
             "f_score": as_list(self.f_score),
             "extra": dict(self.extra),
+            "objective": self.objective,
+            "objective_score": None if self.objective_score is None else float(self.objective_score),
+            "label_metrics": list(self.label_metrics),
+            "targets": [None if math.isnan(value) else value for value in self.targets.tolist()],
         }
 
     @classmethod
@@ -150,6 +197,10 @@ class ThresholdResult:
             recall=data.get("recall"),
             f_score=data.get("f_score"),
             extra=dict(data.get("extra") or {}),
+            objective=data.get("objective", "macro_f1"),
+            objective_score=data.get("objective_score"),
+            label_metrics=data.get("label_metrics"),
+            targets=data.get("targets"),
         )
 
 
@@ -177,7 +228,8 @@ def _check_fraction(value: float | None, name: str) -> None:
 
 
 def _descending_statistics(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per column, cutting after position i of the descending sort: (sorted scores, tp, predicted, group end).
+    """Per column, cutting after position i of the descending sort: (sorted scores, tp, predicted, group end,
+    order), ``order`` being the row indices in that sort.
 
     Only positions at a group end (the last of a run of tied scores) are reachable cuts.
     """
@@ -187,7 +239,7 @@ def _descending_statistics(truth: np.ndarray, scores: np.ndarray) -> tuple[np.nd
     predicted = np.arange(1, scores.shape[0] + 1)[:, None]
     group_end = np.ones(scores.shape, dtype=bool)
     group_end[:-1] = sorted_scores[:-1] != sorted_scores[1:]
-    return sorted_scores, true_positives, predicted, group_end
+    return sorted_scores, true_positives, predicted, group_end, order
 
 
 def _cut_thresholds(sorted_scores: np.ndarray, cut: np.ndarray) -> np.ndarray:
@@ -223,10 +275,13 @@ def _target_cut(
     predicted: np.ndarray,
     group_end: np.ndarray,
     *,
-    precision: float | None,
-    recall: float | None,
+    precision: np.ndarray | None,
+    recall: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(cut, reached): lowest cut with precision >= target, or highest cut with recall >= target."""
+    """(cut, reached): lowest cut with precision >= target, or highest cut with recall >= target.
+
+    The target is one value per column; a NaN target is never reached.
+    """
     num_samples = true_positives.shape[0]
     if precision is not None:
         meets = group_end & (true_positives / predicted >= precision)
@@ -243,7 +298,7 @@ def _target_cut(
 
 def _micro_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
     flat_truth, flat_scores = truth.reshape(-1, 1), scores.reshape(-1, 1)
-    sorted_scores, true_positives, predicted, group_end = _descending_statistics(flat_truth, flat_scores)
+    sorted_scores, true_positives, predicted, group_end, _ = _descending_statistics(flat_truth, flat_scores)
     cut = _best_fbeta_cut(true_positives, predicted, group_end, 1.0)
     return float(_cut_thresholds(sorted_scores, cut)[0])
 
@@ -251,7 +306,7 @@ def _micro_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
 def _macro_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
     # Per column, the F1 change each sorted position brings; summing them in one global descending
     # order telescopes, at every global group end, to the sum of the per-label F1 values.
-    sorted_scores, true_positives, predicted, _ = _descending_statistics(truth, scores)
+    sorted_scores, true_positives, predicted, _, _ = _descending_statistics(truth, scores)
     f1 = 2 * true_positives / (true_positives[-1] + predicted)
     change = np.diff(f1, axis=0, prepend=0.0)
     order = np.argsort(-sorted_scores.ravel(), kind="stable")
@@ -280,24 +335,194 @@ def tune_global_threshold(y_true: Any, scores: Any, metric: str = "micro_f1") ->
     return _micro_f1_threshold(truth, values) if metric == "micro_f1" else _macro_f1_threshold(truth, values)
 
 
+# ----------------------------------------------------------------------------------------------
+# Joint search for micro-F1 and the per-text metrics
+# ----------------------------------------------------------------------------------------------
+
+#: A move must raise the objective by more than this (absorbs float rounding; guarantees termination).
+_IMPROVEMENT = 1e-12
+
+
+def _objective_score(truth: np.ndarray, predictions: np.ndarray, objective: str) -> float:
+    """``objective`` of bool predictions, as `classification_report` measures it (zero division -> 0)."""
+    if objective == "samples_jaccard":
+        return float(jaccard_samples(truth, predictions))
+    return float(f1_score(truth, predictions, average=objective.removesuffix("_f1")))
+
+
+def _objective_by_cut(
+    objective: str,
+    label_truth: np.ndarray,
+    label_order: np.ndarray,
+    label_true_positives: np.ndarray,
+    rest: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """The objective for every cut of one label, the other labels' predictions fixed.
+
+    ``rest`` holds per-row counts over the other labels: (true ∩ predicted, predicted, true ∪ predicted)
+    and the row's true-label count over all labels. Entry 0 of the result is "predict nothing",
+    entry i + 1 the cut after sorted position i (positives: the first i + 1 rows of ``label_order``).
+    Each row's value takes one of two values (label predicted or not), so the objective of every
+    cut is the "nothing" value plus a cumulative sum of per-row gains in the label's score order.
+    """
+    intersection, predicted, union, row_truth = rest
+    num_samples = label_truth.shape[0]
+    if objective == "micro_f1":
+        true_positives = intersection.sum() + np.concatenate(([0], label_true_positives))
+        chosen = predicted.sum() + np.arange(num_samples + 1)
+        return divide(2 * true_positives, row_truth.sum() + chosen, 0.0)
+    hit = label_truth.astype(np.int64)
+    if objective == "samples_f1":
+        without = divide(2 * intersection, row_truth + predicted, 0.0)
+        with_label = 2 * (intersection + hit) / (row_truth + predicted + 1)
+    else:  # samples_jaccard
+        without = divide(intersection, union + hit, 0.0)
+        with_label = (intersection + hit) / (union + 1)
+    gains = (with_label - without)[label_order]
+    return (without.sum() + np.concatenate(([0.0], np.cumsum(gains)))) / num_samples
+
+
+def _coordinate_ascent(
+    truth: np.ndarray,
+    predictions: np.ndarray,
+    cuts: np.ndarray,
+    free: np.ndarray,
+    statistics: tuple[np.ndarray, ...],
+    objective: str,
+    max_rounds: int,
+) -> tuple[np.ndarray, int]:
+    """(cuts, rounds): move one free label's cut at a time to the one maximising ``objective``.
+
+    ``predictions`` (n x L bool, updated in place) must be those of ``cuts`` for the free labels.
+    A label moves only when that raises the objective (by more than `_IMPROVEMENT`), so every move
+    is an improvement; it stops after a round over the free labels without a move, or ``max_rounds``.
+    """
+    _, true_positives, _, group_end, order = statistics
+    cuts = cuts.copy()
+    reachable = np.vstack([np.ones((1, truth.shape[1]), dtype=bool), group_end])  # row 0: predict nothing
+    row_truth = truth.sum(axis=1)
+    intersection = (truth & predictions).sum(axis=1)
+    predicted = predictions.sum(axis=1)
+    union = (truth | predictions).sum(axis=1)
+    rounds, moved = 0, True
+    while moved and rounds < max_rounds:
+        rounds += 1
+        moved = False
+        for label in np.flatnonzero(free):
+            label_truth, label_predictions = truth[:, label], predictions[:, label]
+            rest = (
+                intersection - (label_truth & label_predictions),
+                predicted - label_predictions,
+                union - (label_truth | label_predictions),
+                row_truth,
+            )
+            by_cut = _objective_by_cut(objective, label_truth, order[:, label], true_positives[:, label], rest)
+            best = int(np.argmax(np.where(reachable[:, label], by_cut, -np.inf)))
+            if by_cut[best] > by_cut[cuts[label] + 1] + _IMPROVEMENT:
+                cuts[label] = best - 1
+                label_predictions = np.zeros(truth.shape[0], dtype=bool)
+                label_predictions[order[:best, label]] = True
+                predictions[:, label] = label_predictions
+                intersection = rest[0] + (label_truth & label_predictions)
+                predicted = rest[1] + label_predictions
+                union = rest[2] + (label_truth | label_predictions)
+                moved = True
+    return cuts, rounds
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-label targets
+# ----------------------------------------------------------------------------------------------
+
+
+def label_positions(names: Iterable[str], label_names: Sequence[str], what: str) -> list[int]:
+    """The column of each name in ``label_names``, for rules given by label name.
+
+    An unknown name is a ValueError naming ``what``, the unknown names and the known labels (the
+    first 30 of them).
+
+    Example:
+        >>> label_positions(["anger"], ["joy", "anger"], "target_precision")
+        [1]
+        >>> label_positions(["fear"], ["joy", "anger"], "thresholds")
+        Traceback (most recent call last):
+        ...
+        ValueError: thresholds: unknown label(s) fear; the labels are: joy, anger
+    """
+    known = list(label_names)
+    index = {label: position for position, label in enumerate(known)}
+    wanted = list(names)
+    unknown = [str(name) for name in wanted if name not in index]
+    if unknown:
+        shown = ", ".join(known[:30]) + (f" and {len(known) - 30} more" if len(known) > 30 else "")
+        raise ValueError(
+            f"{what}: unknown label(s) {', '.join(unknown)}; "
+            + (f"the labels are: {shown}" if known else "there are no labels")
+        )
+    return [index[name] for name in wanted]
+
+
+def per_label_targets(
+    target: float | Mapping[str, float] | None,
+    what: str,
+    label_names: Sequence[str] | None,
+    num_labels: int | None = None,
+) -> np.ndarray:
+    """One target per label (NaN: none) from a number (every label) or a ``{label name: target}`` dict.
+
+    Targets must lie in (0, 1]; errors name ``what`` (an argument or an option) and the label.
+
+    Example:
+        >>> per_label_targets({"anger": 0.9}, "target_precision", ["joy", "anger"]).tolist()
+        [nan, 0.9]
+    """
+    if num_labels is None:
+        if label_names is None:
+            raise ValueError("give label_names or num_labels")
+        num_labels = len(label_names)
+    targets = np.full(num_labels, np.nan)
+    if target is None:
+        return targets
+    if not isinstance(target, Mapping):
+        _check_fraction(target, what)
+        return np.full(num_labels, float(target))
+    if label_names is None:
+        raise ValueError(f"{what} by label name needs label_names (one name per column of scores)")
+    positions = label_positions(target, label_names, what)
+    for (label, value), position in zip(target.items(), positions, strict=True):
+        _check_fraction(value, f"{what} of {label!r}")
+        targets[position] = float(value)
+    return targets
+
+
 def tune_thresholds(
     y_true: Any,
     scores: Any,
     *,
     metric: str = "f1",
     beta: float = 1.0,
-    target_precision: float | None = None,
-    target_recall: float | None = None,
+    target_precision: float | Mapping[str, float] | None = None,
+    target_recall: float | Mapping[str, float] | None = None,
+    label_names: Sequence[str] | None = None,
+    objective: str = "macro_f1",
     min_positives: int = 5,
     fallback: float | str = 0.5,
+    max_rounds: int = 20,
 ) -> ThresholdResult:
-    """One threshold per label by exact search: best F1 / F-beta, or a precision or recall target.
+    """One threshold per label by exact search: best F1 / F-beta, a precision or recall target, or jointly.
 
     - metric "f1" (beta must stay 1) or "fbeta": the cut maximising the label's F-beta.
     - ``target_precision``: the lowest threshold whose precision >= target (most recall); when no
       cut reaches it, a threshold just above the label's highest score (predicts nothing) and
       ``target_reached`` False.
     - ``target_recall``: the highest threshold whose recall >= target (most precision).
+    - A target is a number (every label) or a ``{label name: target}`` dict, with ``label_names``
+      naming the columns; labels it does not name keep ``metric``. A label has at most one target.
+    - ``objective`` (`OBJECTIVES`): "macro_f1" is the per-label optimum above. "micro_f1",
+      "samples_f1" and "samples_jaccard" start there, then repeatedly give one label at a time the
+      cut (among its distinct scores) that maximises the objective with the others fixed, until a
+      round changes nothing or ``max_rounds`` rounds. Every move raises the objective on the tuning
+      data, so it never ends below its start. Labels with a target or a fallback are not moved.
     Labels with fewer than ``min_positives`` positives get ``fallback``: a float, or "global" for
     one micro-F1 threshold tuned over all labels (`tune_global_threshold`).
 
@@ -313,30 +538,61 @@ def tune_thresholds(
         raise ValueError(f"beta must be a finite float > 0, got {beta!r}")
     if metric == "f1" and beta != 1:
         raise ValueError(f"metric='f1' means beta=1, got beta={beta}; use metric='fbeta'")
-    if target_precision is not None and target_recall is not None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective != "macro_f1" and metric != "f1":
+        raise ValueError(f"objective={objective!r} is an F1 metric tuned jointly; it needs metric='f1', not {metric!r}")
+    single_targets = {
+        name: target
+        for name, target in (("target_precision", target_precision), ("target_recall", target_recall))
+        if target is not None and not isinstance(target, Mapping)
+    }
+    if len(single_targets) == 2:
         raise ValueError("give at most one of target_precision and target_recall")
-    _check_fraction(target_precision, "target_precision")
-    _check_fraction(target_recall, "target_recall")
+    for name, target in single_targets.items():
+        _check_fraction(target, name)
     if not isinstance(min_positives, (int, np.integer)) or isinstance(min_positives, bool) or min_positives < 0:
         raise ValueError(f"min_positives must be an integer >= 0, got {min_positives!r}")
+    if not isinstance(max_rounds, (int, np.integer)) or isinstance(max_rounds, bool) or max_rounds < 1:
+        raise ValueError(f"max_rounds must be an integer >= 1, got {max_rounds!r}")
     if isinstance(fallback, str):
         if fallback != "global":
             raise ValueError(f"fallback must be a float or 'global', got {fallback!r}")
     elif not isinstance(fallback, (int, float)) or math.isnan(fallback):
         raise ValueError(f"fallback must be a float or 'global', got {fallback!r}")
     truth, values = _check_inputs(y_true, scores)
-
-    sorted_scores, true_positives, predicted, group_end = _descending_statistics(truth, values)
-    if target_precision is None and target_recall is None:
-        cut = _best_fbeta_cut(true_positives, predicted, group_end, float(beta))
-        reached = np.ones(truth.shape[1], dtype=bool)
-        metric_name, target = metric, None
-    else:
-        cut, reached = _target_cut(
-            true_positives, predicted, group_end, precision=target_precision, recall=target_recall
+    num_labels = truth.shape[1]
+    names = None if label_names is None else check_label_names(label_names, num_labels)
+    precision_targets = per_label_targets(target_precision, "target_precision", names, num_labels)
+    recall_targets = per_label_targets(target_recall, "target_recall", names, num_labels)
+    has_precision, has_recall = ~np.isnan(precision_targets), ~np.isnan(recall_targets)
+    if (has_precision & has_recall).any():
+        both = np.asarray(check_label_names(names, num_labels))[has_precision & has_recall]
+        raise ValueError(
+            f"give at most one of target_precision and target_recall per label; both name {', '.join(both)}"
         )
-        metric_name = "target_precision" if target_precision is not None else "target_recall"
-        target = float(target_precision if target_precision is not None else target_recall)
+
+    statistics = _descending_statistics(truth, values)
+    sorted_scores, true_positives, predicted, group_end, _ = statistics
+    cut = _best_fbeta_cut(true_positives, predicted, group_end, float(beta))
+    reached = np.ones(num_labels, dtype=bool)
+    if has_precision.any():
+        precision_cut, precision_reached = _target_cut(
+            true_positives, predicted, group_end, precision=precision_targets, recall=None
+        )
+        cut = np.where(has_precision, precision_cut, cut)
+        reached = np.where(has_precision, precision_reached, reached)
+    if has_recall.any():
+        recall_cut, recall_reached = _target_cut(
+            true_positives, predicted, group_end, precision=None, recall=recall_targets
+        )
+        cut = np.where(has_recall, recall_cut, cut)
+        reached = np.where(has_recall, recall_reached, reached)
+    label_metrics = np.where(has_precision, "target_precision", np.where(has_recall, "target_recall", metric))
+    # One number for every label keeps the old summary: metric "target_precision" / "target_recall".
+    metric_name, single_target = metric, None
+    for name, target in single_targets.items():
+        metric_name, single_target = name, float(target)
     thresholds = _cut_thresholds(sorted_scores, cut)
 
     fell_back = true_positives[-1] < min_positives
@@ -349,7 +605,20 @@ def tune_thresholds(
             thresholds = np.where(fell_back, float(fallback), thresholds)
         reached = reached | fell_back
 
-    hits, predicted_count, actual = confusion_counts(truth, values >= thresholds)
+    extra: dict[str, Any] = {"min_positives": int(min_positives), "fallback": fallback}
+    predictions = values >= thresholds
+    if objective != "macro_f1":
+        start = _objective_score(truth, predictions, objective)
+        free = ~fell_back & ~has_precision & ~has_recall
+        cuts, rounds = _coordinate_ascent(truth, predictions.copy(), cut, free, statistics, objective, max_rounds)
+        moved = np.where(free, _cut_thresholds(sorted_scores, cuts), thresholds)
+        moved_predictions = values >= moved
+        # Every move was an improvement; the check keeps the promise even against float rounding.
+        if _objective_score(truth, moved_predictions, objective) >= start:
+            thresholds, predictions = moved, moved_predictions
+        extra.update(objective_start=start, rounds=int(rounds))
+
+    hits, predicted_count, actual = confusion_counts(truth, predictions)
     beta2 = float(beta) ** 2
     return ThresholdResult(
         thresholds=thresholds,
@@ -357,12 +626,16 @@ def tune_thresholds(
         global_threshold=global_threshold,
         metric=metric_name,
         beta=float(beta),
-        target=target,
+        target=single_target,
         target_reached=reached,
         precision=divide(hits, predicted_count, 0.0),
         recall=divide(hits, actual, 0.0),
         f_score=divide((1 + beta2) * hits, beta2 * actual + predicted_count, 0.0),
-        extra={"min_positives": int(min_positives), "fallback": fallback},
+        extra=extra,
+        objective=objective,
+        objective_score=_objective_score(truth, predictions, objective),
+        label_metrics=label_metrics.tolist(),
+        targets=np.where(has_precision, precision_targets, recall_targets),
     )
 
 

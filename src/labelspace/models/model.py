@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,29 @@ import torch
 from torch import nn
 
 from labelspace.data.labels import LabelSet
+from labelspace.evaluation.thresholds import apply_decision_rule, label_positions
 from labelspace.models.encoder import Encoder, save_folder_atomically
 from labelspace.models.heads import ClassificationHead
 
-__all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel"]
+__all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel", "default_decision_rule"]
 
 CONFIG_FILE = "labelspace.json"
 CONFIG_FORMAT = "labelspace.model"
 CONFIG_VERSION = 1
 DECISION_RULES: tuple[str, ...] = ("threshold", "at_least_one", "top_k")
+
+
+def default_decision_rule(head: ClassificationHead | None) -> str:
+    """The decision rule a model starts with: ``"top_k"`` (k=1, the argmax) for a single-label head.
+
+    A softmax head picks exactly one class per text, so its label is the most probable one rather
+    than every label above a threshold; any other head starts with ``"threshold"``.
+
+    Example:
+        >>> default_decision_rule(ClassificationHead(4, 3, kind="single_label")), default_decision_rule(None)
+        ('top_k', 'threshold')
+    """
+    return "top_k" if head is not None and head.kind == "single_label" else "threshold"
 
 
 def _as_label_set(labels: LabelSet | Sequence[str] | None) -> LabelSet | None:
@@ -52,7 +66,9 @@ class LabelspaceModel(nn.Module):
         thresholds: one decision threshold per label (default 0.5 each).
         decision_rule: ``"threshold"`` (labels whose probability reaches their threshold),
             ``"at_least_one"`` (the same, but a text with none gets its most probable label) or
-            ``"top_k"`` (the ``top_k`` most probable labels).
+            ``"top_k"`` (the ``top_k`` most probable labels). Default: ``"top_k"`` with ``top_k=1``
+            (the argmax: exactly one label per text) for a single-label (softmax) head, else
+            ``"threshold"``; see `default_decision_rule`.
         top_k: labels per text for ``"top_k"``.
         metadata: free-form JSON-ready training metadata kept in ``labelspace.json``.
 
@@ -77,7 +93,7 @@ class LabelspaceModel(nn.Module):
         label_set: LabelSet | Sequence[str] | None = None,
         *,
         thresholds: Sequence[float] | np.ndarray | None = None,
-        decision_rule: str = "threshold",
+        decision_rule: str | None = None,
         top_k: int = 1,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -99,7 +115,7 @@ class LabelspaceModel(nn.Module):
         self.thresholds = np.full(self.num_labels, 0.5, dtype=np.float64)
         if thresholds is not None:
             self.set_thresholds(thresholds)
-        self.set_decision_rule(decision_rule, top_k)
+        self.set_decision_rule(decision_rule or default_decision_rule(head), top_k)
         self.metadata: dict[str, Any] = dict(metadata or {})
 
     # ------------------------------------------------------------------ construction
@@ -168,7 +184,7 @@ class LabelspaceModel(nn.Module):
             head,
             label_set,
             thresholds=config.get("thresholds"),
-            decision_rule=config.get("decision_rule", "threshold"),
+            decision_rule=config.get("decision_rule"),
             top_k=int(config.get("top_k", 1)),
             metadata=config.get("metadata") or {},
         )
@@ -183,8 +199,32 @@ class LabelspaceModel(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.device
 
-    def set_thresholds(self, thresholds: float | Sequence[float] | np.ndarray) -> None:
-        """Set the per-label decision thresholds (a number sets every label)."""
+    def set_thresholds(self, thresholds: float | Sequence[float] | np.ndarray | Mapping[str, float]) -> None:
+        """Set the per-label decision thresholds: a number sets every label, a list one per label, and a
+        ``{label name: threshold}`` dict only the labels it names (business rules fixed by hand).
+
+        A dict's values must lie in [0, 1] (probabilities); an unknown name is a ValueError listing
+        the model's labels.
+
+        Example:
+            >>> import tempfile
+            >>> from labelspace.models.testing import tiny_model_folder
+            >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), labels=["joy", "anger"])
+            >>> model.set_thresholds({"anger": 0.9})
+            >>> model.thresholds.tolist()
+            [0.5, 0.9]
+        """
+        if isinstance(thresholds, Mapping):
+            names = self.label_set.names if self.label_set is not None else []
+            positions = label_positions(thresholds, names, "thresholds")
+            updated = self.thresholds.copy()
+            for (name, value), position in zip(thresholds.items(), positions, strict=True):
+                number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+                if not number or not 0 <= value <= 1:
+                    raise ValueError(f"threshold of {name!r} must be a number in [0, 1], got {value!r}")
+                updated[position] = float(value)
+            self.thresholds = updated
+            return
         values = np.asarray(thresholds, dtype=np.float64)
         if values.ndim == 0:
             values = np.full(self.num_labels, float(values))
@@ -243,17 +283,8 @@ class LabelspaceModel(nn.Module):
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         """Boolean ``N x L`` decisions from probabilities, with the thresholds and decision rule."""
         probabilities = np.atleast_2d(np.asarray(probabilities))
-        if self.decision_rule == "top_k":
-            k = min(self.top_k, probabilities.shape[1])
-            top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
-            chosen = np.zeros(probabilities.shape, dtype=bool)
-            np.put_along_axis(chosen, top, True, axis=1)
-            return chosen
-        chosen = probabilities >= self.thresholds[None, :]
-        if self.decision_rule == "at_least_one" and probabilities.shape[1]:
-            empty = ~chosen.any(axis=1)
-            chosen[empty, probabilities[empty].argmax(axis=1)] = True
-        return chosen
+        k = max(1, min(self.top_k, probabilities.shape[1]))
+        return apply_decision_rule(probabilities, self.thresholds, rule=self.decision_rule, k=k)
 
     def predict(self, texts: str | Iterable[str], batch_size: int = 32) -> list[list[str]]:
         """The label names predicted for each text."""
