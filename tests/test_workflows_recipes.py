@@ -398,3 +398,25 @@ def test_train_tunes_thresholds_for_the_chosen_objective(run_cli, tiny, files, t
     assert thresholds["objective_score"] >= thresholds["extra"]["objective_start"]
     code, _, stderr = run_cli("train", "--train", str(files["train"]), "--out", str(out), "--objective", "top1")
     assert code == 2 and "objective must be one of" in stderr
+
+
+def test_pk_sampler_from_the_cli(run_cli, tiny, files, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"training": {"save_steps": 2}}))
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        "train", "--config", str(config), "--model", str(tiny), "--train", str(files["train"]), "--out", str(out),
+        "--loss", "batch_hard", "--sampler", "pk", "--labels-per-batch", "3", "--per-label", "2", "--max-steps", "4",
+        "--max-seq-length", "32", "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    checkpoint = sorted((out / "checkpoints").glob("checkpoint-*"))[-1]
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    sampler = state["samplers"]["train"]
+    assert sampler["sampler"] == "PKSampler" and sampler["batches_yielded"] >= 2
+    assert (sampler["labels_per_batch"], sampler["per_label"]) == (3, 2)
+    code, _, stderr = run_cli(
+        "train", "--model", str(tiny), "--train", str(files["train"]), "--out", str(tmp_path / "r2"),
+        "--labels-per-batch", "3", "--quiet",
+    )  # fmt: skip
+    assert code == 2 and "no dataset uses sampler='pk'" in stderr

@@ -90,8 +90,6 @@ def run_training(
         for key, value in (("labels_per_batch", config.labels_per_batch), ("per_label", config.per_label))
         if value is not None
     }
-    if sampler_options and config.sampler != "pk":
-        raise ValueError("--labels-per-batch and --per-label go with --sampler pk")
     args = TrainingArguments(
         output_dir=config.out,
         num_epochs=config.epochs,
