@@ -33,7 +33,8 @@ from metric_testing import (
 
 pml_losses, pml_miners = import_pml("losses", "miners")
 
-# float64 losses to 1e-7, float32 to 1e-5; PML's loss is not cast, so its dtype must match ours.
+# float64 losses to 1e-7, PML's loss not cast, so its dtype must match ours; float32 losses to 1e-5 of PML's
+# float64 loss on the same values (a smooth loss: no kink for float32 rounding to cross).
 # Circle gradients are large (gamma = 80): compare them relative to their scale.
 assert_parity = partial(metric_testing.assert_parity, float64_tol=1e-7, cast_theirs=False, scale_grads=True)
 
@@ -133,14 +134,16 @@ def logsumexp(values):
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def circle_anchor_losses(points, positives, negatives, m=0.4, gamma=80.0):
+def circle_anchor_losses(points, positives, negatives, m=0.4, gamma=80.0, similarity=None):
+    """Per-anchor circle losses in plain Python; similarity(i, j) defaults to the cosine of points i and j."""
+    similarity = similarity or (lambda i, j: cosine(points[i], points[j]))
     losses = []
-    for i, anchor in enumerate(points):
+    for i in range(len(points)):
         if not positives[i] or not negatives[i]:
             losses.append(0.0)
             continue
-        pos = [cosine(anchor, points[j]) for j in positives[i]]
-        neg = [cosine(anchor, points[j]) for j in negatives[i]]
+        pos = [similarity(i, j) for j in positives[i]]
+        neg = [similarity(i, j) for j in negatives[i]]
         z = logsumexp([-gamma * max(1 + m - s, 0) * (s - (1 - m)) for s in pos])
         z += logsumexp([gamma * max(s + m, 0) * (s - m) for s in neg])
         losses.append(z if z > 20 else math.log1p(math.exp(z)))  # softplus, threshold 20 as torch
@@ -264,12 +267,46 @@ def test_float64_stays_float64():
         assert loss.dtype == torch.float64 and grad.dtype == torch.float64
 
 
-def test_rows_function_matches_the_loss():
-    embeddings, labels = random_batch(3, 12, 4)
-    relation = Relation.from_labels(labels)
-    mat = distances.CosineSimilarity()(embeddings)
-    rows = circle_rows(mat, relation.positive, relation.negative)
-    torch.testing.assert_close(rows, CircleLoss(reduction="none")(embeddings, labels))
+def circle_rows_autograd(mat, positive, negative, m=0.4, gamma=80.0):
+    """The paper's per-anchor loss in float64 torch, one anchor at a time, differentiated by autograd; the
+    weights [1 + m - S_p]_+ and [S_n + m]_+ are constants (detached), as in the paper's gradient and in PML."""
+    losses = []
+    for row, pos_mask, neg_mask in zip(mat, positive, negative, strict=True):
+        if not (pos_mask.any() and neg_mask.any()):
+            losses.append(row.sum() * 0)
+            continue
+        pos, neg = row[pos_mask], row[neg_mask]
+        pos_logits = -gamma * (1 + m - pos).detach().clamp(min=0) * (pos - (1 - m))
+        neg_logits = gamma * (neg + m).detach().clamp(min=0) * (neg - m)
+        losses.append(torch.nn.functional.softplus(torch.logsumexp(pos_logits, 0) + torch.logsumexp(neg_logits, 0)))
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize(("m", "gamma"), [(0.4, 80.0), (0.25, 16.0)])
+def test_rows_function_against_the_formula(m, gamma):
+    # a similarity matrix of no embeddings (any values in [-1, 1]), masks with rows lacking either side
+    generator = torch.Generator().manual_seed(3)
+    mat = (torch.rand(10, 12, generator=generator, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    side = torch.randint(0, 3, (10, 12), generator=generator)
+    positive, negative = side == 1, side == 2
+    positive[0], negative[1] = False, False
+    rows = circle_rows(mat, positive, negative, m=m, gamma=gamma)
+    similarities = mat.detach().tolist()
+    expected = circle_anchor_losses(
+        similarities,
+        {i: torch.where(positive[i])[0].tolist() for i in range(10)},
+        {i: torch.where(negative[i])[0].tolist() for i in range(10)},
+        m,
+        gamma,
+        similarity=lambda i, j: similarities[i][j],
+    )
+    assert expected[0] == expected[1] == 0 and min(expected[2:]) > 0
+    torch.testing.assert_close(rows.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    weights = torch.rand(10, generator=generator, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(rows @ weights, mat)
+    (expected_grad,) = torch.autograd.grad(circle_rows_autograd(mat, positive, negative, m, gamma) @ weights, mat)
+    assert (grad[:2] == 0).all() and (grad[2:][~(positive | negative)[2:]] == 0).all()
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_invalid_arguments():

@@ -22,6 +22,7 @@ from metric_testing import (
     assert_finite_with_gradient,
     assert_parity,
     both_directions,
+    entries_near,
     import_pml,
     permutation_batch,
     pml_returns_zero_for,
@@ -33,6 +34,17 @@ from metric_testing import (
 pml_losses, pml_distances, pml_miners, pml_reducers = import_pml("losses", "distances", "miners", "reducers")
 
 
+def parity(ours, theirs, embeddings, labels=None, indices_tuple=None) -> bool:
+    """assert_parity (float32 against PML in float64), except a float32 batch with a pair within KINK_TOL of a
+    margin: the hinge there, and the count of non-zero losses the mean divides by, jump with the side of the
+    margin that float32 rounding puts the pair on. Returns whether it compared."""
+
+    def near_kink(embeddings64):
+        return bool(entries_near(theirs.distance(embeddings64), (theirs.pos_margin, theirs.neg_margin)).any())
+
+    return assert_parity(ours, theirs, embeddings, labels, indices_tuple, near_kink=near_kink)
+
+
 # --- parity with pytorch-metric-learning --------------------------------------------------------
 
 
@@ -40,9 +52,11 @@ pml_losses, pml_distances, pml_miners, pml_reducers = import_pml("losses", "dist
 @pytest.mark.parametrize("dim", DIMS)
 @pytest.mark.parametrize("size", SIZES)
 def test_parity_with_pml_from_labels(size, dim, dtype):
+    compared = 0
     for seed in SEEDS:
         embeddings, labels = random_batch(seed, size, dim, dtype)
-        assert_parity(ContrastiveLoss(), pml_losses.ContrastiveLoss(), embeddings, labels)
+        compared += parity(ContrastiveLoss(), pml_losses.ContrastiveLoss(), embeddings, labels)
+    assert compared >= len(SEEDS) // 2
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -59,10 +73,11 @@ def test_parity_with_pml_from_indices_tuple(size, dtype):
         for indices_tuple in tuples:
             if pml_returns_zero_for(indices_tuple):
                 continue
-            checked += 1
-            assert_parity(ContrastiveLoss(), pml_losses.ContrastiveLoss(), embeddings, labels, indices_tuple)
             # indices take precedence: labels are not needed
-            assert_parity(ContrastiveLoss(), pml_losses.ContrastiveLoss(), embeddings, None, indices_tuple)
+            for given_labels in (labels, None):
+                checked += parity(
+                    ContrastiveLoss(), pml_losses.ContrastiveLoss(), embeddings, given_labels, indices_tuple
+                )
     assert checked > 0
 
 
@@ -112,12 +127,14 @@ def test_parity_with_pml_from_indices_tuple(size, dtype):
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_parity_with_pml_non_default_args(ours, theirs, dtype):
+    compared = 0
     for seed, size in enumerate([2, 5, 16, 64, 128]):
         embeddings, labels = random_batch(seed, size, 16, dtype)
-        assert_parity(ours(), theirs(), embeddings, labels)
+        compared += parity(ours(), theirs(), embeddings, labels)
         indices_tuple = random_pair_subset(labels, seed)
         if not pml_returns_zero_for(indices_tuple):
-            assert_parity(ours(), theirs(), embeddings, None, indices_tuple)
+            parity(ours(), theirs(), embeddings, None, indices_tuple)
+    assert compared >= 3
 
 
 def test_triplets_count_each_pair_once():
@@ -285,10 +302,12 @@ def test_one_label_per_row_equals_single_label(weighting):
     rule=st.sampled_from(["overlap", "jaccard", "exact"]),
 )
 def test_permutation_invariance(seed, size, num_labels, weighting, rule):
-    embeddings, labels, permutation = permutation_batch(seed, size, 4, num_labels=num_labels, dtype=torch.float32)
+    # float64: in float32 a pair within rounding of the margin could count in one order and not in the other,
+    # moving the mean over non-zero losses by far more than rounding
+    embeddings, labels, permutation = permutation_batch(seed, size, 4, num_labels=num_labels)
     loss = ContrastiveLoss(positive_weighting=weighting, rule=rule)
     torch.testing.assert_close(
-        loss(embeddings[permutation], labels[permutation]), loss(embeddings, labels), atol=1e-5, rtol=1e-5
+        loss(embeddings[permutation], labels[permutation]), loss(embeddings, labels), atol=1e-10, rtol=1e-10
     )
 
 

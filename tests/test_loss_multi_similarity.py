@@ -33,7 +33,8 @@ from metric_testing import (
 
 pml_losses, pml_distances, pml_miners = import_pml("losses", "distances", "miners")
 
-# float64 losses to 1e-7, float32 to 1e-5; PML's loss is not cast, so its dtype must match ours.
+# float64 losses to 1e-7, PML's loss not cast, so its dtype must match ours; float32 losses to 1e-5 of PML's
+# float64 loss on the same values (a smooth loss: no kink for float32 rounding to cross).
 assert_parity = partial(metric_testing.assert_parity, float64_tol=1e-7, cast_theirs=False)
 
 

@@ -17,7 +17,16 @@ from labelspace.distances import CosineSimilarity, DotProductSimilarity, LpDista
 from labelspace.miners.batch_hard import BatchHardMiner
 from labelspace.miners.triplet_margin import TripletMarginMiner
 from labelspace.relations import Relation
-from metric_testing import GRID, duplicated_and_zero_batch, import_pml, permutation_batch, random_batch
+from metric_testing import (
+    GRID,
+    assert_same_up_to,
+    duplicated_and_zero_batch,
+    import_pml,
+    index_rows,
+    mining_tol,
+    permutation_batch,
+    random_batch,
+)
 
 pml_distances, pml_miners = import_pml("distances", "miners")
 
@@ -31,6 +40,35 @@ def assert_equal_tuples(ours, theirs):
         assert torch.equal(mine, reference.long())
 
 
+def assert_same_batch_hard(ours, theirs, embeddings, pml_distance):
+    """PML's anchors, and for each the same positive and negative, or one at the same exact (float64) value:
+    a tie, or values closer than float rounding (mining_tol), which the two libraries may break differently."""
+    assert len(ours) == len(theirs) == 3 and all(t.dtype == torch.long for t in ours)
+    assert torch.equal(ours[0], theirs[0])
+    exact = pml_distance(embeddings.double())
+    tol = mining_tol(embeddings.dtype)
+    for mine, reference in zip(ours[1:], theirs[1:], strict=True):
+        same = (mine == reference) | ((exact[ours[0], mine] - exact[ours[0], reference]).abs() <= tol)
+        assert same.all(), (ours[0][~same], mine[~same], reference[~same])
+
+
+def assert_same_triplets(ours, theirs, embeddings, pml_distance, margin):
+    """PML's triplets in PML's order (anchor, positive, negative increasing), except triplets whose exact
+    (float64) margin lies within mining_tol of 0 or of the margin, where float rounding decides."""
+    assert len(ours) == len(theirs) == 3 and all(t.dtype == torch.long for t in ours)
+    rows = index_rows(ours)
+    assert rows == sorted(rows)
+    exact = pml_distance(embeddings.double())
+    tol = mining_tol(embeddings.dtype)
+
+    def ambiguous(triplet):
+        a, p, n = triplet
+        slack = float(exact[a, p] - exact[a, n] if pml_distance.is_inverted else exact[a, n] - exact[a, p])
+        return min(abs(slack), abs(slack - margin)) <= tol
+
+    assert_same_up_to(rows, index_rows(theirs), ambiguous)
+
+
 def triplet_set(indices_tuple, mapping=None):
     triplets = zip(*(t.tolist() for t in indices_tuple), strict=True)
     if mapping is not None:
@@ -38,17 +76,33 @@ def triplet_set(indices_tuple, mapping=None):
     return sorted(triplets)
 
 
-# ---------------------------------------------------------------- parity (exact equality, same order)
+# ---------------------------------------------------------------- parity (same order; up to float rounding)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("seed", "size", "dim"), GRID)
 def test_batch_hard_parity(seed, size, dim, dtype):
     embeddings, labels = random_batch(seed, size, dim, dtype, via_float64=True)
-    assert_equal_tuples(BatchHardMiner()(embeddings, labels), pml_miners.BatchHardMiner()(embeddings, labels))
-    assert_equal_tuples(
-        BatchHardMiner(CosineSimilarity())(embeddings, labels),
-        pml_miners.BatchHardMiner(distance=pml_distances.CosineSimilarity())(embeddings, labels),
+    theirs = pml_miners.BatchHardMiner()
+    assert_same_batch_hard(
+        BatchHardMiner()(embeddings, labels), theirs(embeddings, labels), embeddings, theirs.distance
+    )
+    theirs = pml_miners.BatchHardMiner(distance=pml_distances.CosineSimilarity())
+    mined = BatchHardMiner(CosineSimilarity())(embeddings, labels)
+    assert_same_batch_hard(mined, theirs(embeddings, labels), embeddings, theirs.distance)
+
+
+def test_batch_hard_parity_up_to_rounding_only():
+    # only ties are excused: the choices of raw dot products are caught, while cosine similarity (monotone
+    # in the Euclidean distance of normalised embeddings) chooses what PML's default chooses
+    embeddings, labels = random_batch(0, 64, 3, torch.float32, via_float64=True)
+    theirs = pml_miners.BatchHardMiner()
+    expected = theirs(embeddings, labels)
+    raw_dot = pml_miners.BatchHardMiner(distance=pml_distances.DotProductSimilarity(normalize_embeddings=False))
+    with pytest.raises(AssertionError):
+        assert_same_batch_hard(raw_dot(embeddings, labels), expected, embeddings, theirs.distance)
+    assert_same_batch_hard(
+        BatchHardMiner(CosineSimilarity())(embeddings, labels), expected, embeddings, theirs.distance
     )
 
 
@@ -56,9 +110,9 @@ def test_batch_hard_parity(seed, size, dim, dtype):
 def test_triplet_margin_miner_default_parity(seed, size, dim):
     for dtype in (torch.float32, torch.float64):
         embeddings, labels = random_batch(seed, size, dim, dtype, via_float64=True)
-        assert_equal_tuples(
-            TripletMarginMiner()(embeddings, labels), pml_miners.TripletMarginMiner()(embeddings, labels)
-        )
+        theirs = pml_miners.TripletMarginMiner()
+        mined = TripletMarginMiner()(embeddings, labels)
+        assert_same_triplets(mined, theirs(embeddings, labels), embeddings, theirs.distance, theirs.margin)
 
 
 @pytest.mark.parametrize("type_of_triplets", TYPES)
@@ -86,20 +140,34 @@ def test_triplet_margin_miner_default_parity(seed, size, dim):
 def test_triplet_margin_miner_parity(type_of_triplets, ours, theirs, seed, size, dim):
     embeddings, labels = random_batch(seed, size, dim, torch.float32, via_float64=True)
     mined = TripletMarginMiner(type_of_triplets=type_of_triplets, **ours)(embeddings, labels)
-    expected = pml_miners.TripletMarginMiner(type_of_triplets=type_of_triplets, **theirs)(embeddings, labels)
-    assert_equal_tuples(mined, expected)
+    reference = pml_miners.TripletMarginMiner(type_of_triplets=type_of_triplets, **theirs)
+    assert_same_triplets(mined, reference(embeddings, labels), embeddings, reference.distance, reference.margin)
 
 
 @pytest.mark.parametrize("chunk", [1, 40, 1000])
 def test_triplet_margin_miner_chunks_change_nothing(monkeypatch, chunk):
     embeddings, labels = random_batch(5, 40, 6, torch.float32, via_float64=True)
     labels = labels % 4
+    whole = {kind: TripletMarginMiner(0.3, kind)(embeddings, labels) for kind in TYPES}
     monkeypatch.setattr(triplet_margin_module, "CHUNK_ELEMENTS", chunk)
     for type_of_triplets in TYPES:
-        assert_equal_tuples(
-            TripletMarginMiner(0.3, type_of_triplets)(embeddings, labels),
-            pml_miners.TripletMarginMiner(margin=0.3, type_of_triplets=type_of_triplets)(embeddings, labels),
-        )
+        mined = TripletMarginMiner(0.3, type_of_triplets)(embeddings, labels)
+        assert_equal_tuples(mined, whole[type_of_triplets])  # the same distance matrix, only sliced differently
+        reference = pml_miners.TripletMarginMiner(margin=0.3, type_of_triplets=type_of_triplets)
+        assert_same_triplets(mined, reference(embeddings, labels), embeddings, reference.distance, 0.3)
+
+
+def test_triplet_parity_up_to_rounding_only():
+    # only triplets at the thresholds are excused: another margin's triplets, or another order, are caught
+    embeddings, labels = random_batch(2, 64, 3, torch.float32, via_float64=True)
+    reference = pml_miners.TripletMarginMiner(margin=0.2)
+    expected = reference(embeddings, labels)
+    wider = TripletMarginMiner(margin=0.21)(embeddings, labels)
+    with pytest.raises(AssertionError):
+        assert_same_triplets(wider, expected, embeddings, reference.distance, 0.2)
+    reversed_order = [t.flip(0) for t in TripletMarginMiner(margin=0.2)(embeddings, labels)]
+    with pytest.raises(AssertionError):
+        assert_same_triplets(reversed_order, expected, embeddings, reference.distance, 0.2)
 
 
 def test_rejects_unknown_type():
@@ -233,23 +301,14 @@ def test_duplicated_and_zero_embeddings(dtype):
         if dtype in (torch.float32, torch.float64):
             # Rows 0 and 3 are copies, so choices between them are ties that rounding noise decides
             # (differently in torch.cdist and in labelspace's matmul distance): compare up to ties.
-            assert_equal_up_to_ties(mined, pml_for(miner)(embeddings, labels), embeddings)
+            if isinstance(miner, BatchHardMiner):
+                reference = pml_miners.BatchHardMiner()
+                assert_same_batch_hard(mined, reference(embeddings, labels), embeddings, reference.distance)
+            else:
+                reference = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets=miner.type_of_triplets)
+                assert_same_triplets(mined, reference(embeddings, labels), embeddings, reference.distance, 0.2)
         else:  # half precision is mined in float32
             assert_equal_tuples(mined, miner(embeddings.float(), labels))
-
-
-def assert_equal_up_to_ties(ours, theirs, embeddings):
-    """Same anchors, and each chosen item at the same exact distance as PML's choice."""
-    assert torch.equal(ours[0], theirs[0])
-    exact = torch.cdist(*(torch.nn.functional.normalize(embeddings.double(), dim=1),) * 2)
-    for ours_index, theirs_index in zip(ours[1:], theirs[1:], strict=True):
-        torch.testing.assert_close(exact[ours[0], ours_index], exact[theirs[0], theirs_index], atol=1e-6, rtol=0)
-
-
-def pml_for(miner):
-    if isinstance(miner, BatchHardMiner):
-        return pml_miners.BatchHardMiner()
-    return pml_miners.TripletMarginMiner(margin=miner.margin, type_of_triplets=miner.type_of_triplets)
 
 
 def test_mining_needs_no_gradient():

@@ -29,11 +29,16 @@ def folders(tmp_path_factory):
     return tiny_model_folder(root / "model", seed=0), tiny_model_folder(root / "guide", seed=1)
 
 
+# The trained model runs in float64 on both sides: GIST divides cosines by a temperature of 0.01, so float32
+# rounding (which the CPU's kernels and thread count change) reaches ~1e-5 in the loss and its gradients, the
+# size of any float32 tolerance; in float64 the two libraries agree to ~1e-14. The guides stay float32 (ours
+# casts guide embeddings to float32); test_guide_decisions_keep_clear_of_the_limits shows that rounding cannot
+# flip a guide mask here. test_gist_float32_against_the_float64_reference checks the float32 path.
 @pytest.fixture(scope="module")
 def st_model(folders):
     model = st.SentenceTransformer(str(folders[0]), device="cpu")
     model.eval()
-    return model
+    return model.double()
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +48,22 @@ def st_guide(folders):
     return guide
 
 
-@pytest.fixture
-def model(folders):
+def load_model(folder):
     from labelspace.models import LabelspaceModel
 
-    model = LabelspaceModel.from_pretrained(folders[0])
+    model = LabelspaceModel.from_pretrained(folder)
     model.eval()
     return model
+
+
+@pytest.fixture
+def model(folders):
+    return load_model(folders[0]).double()
+
+
+@pytest.fixture
+def model32(folders):
+    return load_model(folders[0])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +95,8 @@ def theirs(loss: nn.Module, st_model, columns: list[list[str]]) -> tuple[torch.T
     return value.detach(), named_grads(st_model[0].auto_model)
 
 
-def assert_same(mine, reference, atol: float = 1e-5) -> None:
+def assert_same(mine, reference, atol: float = 1e-9) -> None:
+    """Same value and gradients: float64 to 1e-9 (scaled as assert_grad_close does; ~1e-14 is seen)."""
     (value, grads), (expected_value, expected_grads) = mine, reference
     torch.testing.assert_close(value, expected_value, rtol=0, atol=atol)
     assert set(grads) == set(expected_grads)
@@ -124,6 +139,35 @@ def test_cached_gist_parity_with_sentence_transformers(
     assert_same(mine, reference)
     # with several negatives (which sentence-transformers' GISTEmbedLoss refuses) the non-cached loss agrees too
     assert_same(ours(GISTEmbedLoss(guide, **options), model, batch), reference)
+
+
+@pytest.mark.parametrize("options", GIST_OPTIONS, ids=GIST_IDS)
+def test_gist_float32_against_the_float64_reference(model32, guide, st_model, st_guide, options):
+    # float32 against sentence-transformers in float64 on the same weights: float32 cosines are rounded by
+    # ~1e-7 and the temperature (0.01) makes that ~1e-5 in the loss and gradients (at most 4e-6 seen): 1e-4
+    batch = make_batch(3)
+    reference = theirs(st_losses.GISTEmbedLoss(st_model, st_guide, **options), st_model, batch.columns)
+    value, grads = ours(GISTEmbedLoss(guide, **options), model32, batch)
+    assert value.dtype == torch.float32
+    assert_same((value.double(), {name: grad.double() for name, grad in grads.items()}), reference, atol=1e-4)
+
+
+def test_guide_decisions_keep_clear_of_the_limits(guide):
+    # A guide similarity within rounding (~1e-7 in float32) of its row's limit would be masked or not depending
+    # on the CPU; on these texts every one is at least 1e-5 away, for every margin the tests use.
+    with torch.no_grad():
+        columns = [guide.encoder(guide.encoder.tokenize(texts)).double() for texts in COLUMNS]
+    anchors, positives, *negatives = (torch.nn.functional.normalize(column, dim=1) for column in columns)
+    true_pair = (anchors * positives).sum(dim=1, keepdim=True)
+    off_diagonal = ~torch.eye(len(anchors), dtype=torch.bool)
+    candidates = [(anchors @ positives.T)[off_diagonal], anchors @ anchors.T, positives @ positives.T]
+    candidates += [anchors @ negative.T for negative in negatives]
+    margins = [("absolute", 0.0), ("absolute", 0.002), ("relative", 0.003), ("absolute", 0.001), ("absolute", -0.05)]
+    for strategy, margin in margins:
+        limit = true_pair - (margin if strategy == "absolute" else true_pair.abs() * margin)
+        for similarities in candidates:
+            gap = (similarities.reshape(len(anchors), -1) - limit).abs().min()
+            assert gap > 1e-5, (strategy, margin, float(gap))
 
 
 def test_guide_masks_something_on_this_data(model, guide):
@@ -306,6 +350,7 @@ def test_triplet_hinge_is_active_and_inactive_with_small_margin(model):
         loss = TripletLoss(margin=0.01)
         hinge = loss.distances(a, p) - loss.distances(a, n) + 0.01
     assert bool((hinge > 0).any()) and bool((hinge < 0).any())
+    assert hinge.abs().min() > 1e-4  # no triplet at the kink, where rounding would pick the gradient
 
 
 def test_triplet_several_negatives_average_the_triplets(model, st_model):
