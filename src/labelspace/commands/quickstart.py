@@ -75,7 +75,7 @@ def run_quickstart(
             epochs=epochs,
             max_seq_length=max_seq_length,
         )
-        run_training(config, show_progress=True, print_table=False)
+        run_training(config, overwrite=True, show_progress=True, print_table=False)  # the demo run is replaced
     console.print("3/3 evaluating on test and writing the report")
     model = LabelspaceModel.from_pretrained(out / "model")
     probabilities = model.predict_proba(test.texts, show_progress_bar=False)

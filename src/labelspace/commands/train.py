@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,8 +57,41 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     return table
 
 
+#: What makes a folder a run folder (written by `run_training`).
+RUN_MARKERS: tuple[str, ...] = ("config.yaml", "model", "checkpoints", "train_log.jsonl", "metrics.json")
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Refuse to train into a non-empty folder unless ``resume`` or ``overwrite``; True when it must be cleared.
+
+    An existing run is continued only with ``--resume`` and replaced only with ``--overwrite``, so a
+    forgotten flag never mixes two runs (old checkpoints, appended logs); a non-empty folder that is not
+    a run needs ``--overwrite`` too.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        if resume:
+            raise ValueError(f"--resume: {out} holds no run to continue")
+        return False
+    if resume:
+        return False
+    is_run = any((out / marker).exists() for marker in RUN_MARKERS)
+    if not overwrite:
+        held = "a run" if is_run else "files that are not a labelspace run"
+        raise ValueError(f"--out {out} already holds {held}: pass --resume to continue it or --overwrite to replace it")
+    return True
+
+
 def run_training(
-    config: TrainConfig, *, resume: bool = False, show_progress: bool = True, print_table: bool = True
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    print_table: bool = True,
 ) -> dict[str, Any]:
     """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning).
 
@@ -73,6 +107,7 @@ def run_training(
     from labelspace.training import Trainer, TrainingArguments, distributed
 
     config.validate()
+    clear_out = check_run_folder(Path(config.out), resume=resume, overwrite=overwrite)
     distributed.init_from_environment()  # under torchrun: know our rank before writing anything
     train = load_dataset(config.train, config.data)
     dev = load_dataset(config.dev, config.data) if config.dev else None
@@ -128,6 +163,8 @@ def run_training(
     trainer = Trainer(model, datasets, losses, eval_dataset=dev, args=args)
     out = Path(config.out)
     if distributed.is_main_process():
+        if clear_out:
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         import yaml
 
@@ -290,6 +327,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace what --out holds (an existing run, or other files).")
+        ] = False,
         pair_score: Annotated[
             str | None,
             typer.Option(
@@ -387,4 +427,4 @@ def register(app: typer.Typer) -> None:
             objective=objective,
         )
         config = config.updated(loss_args=head_loss_flags(config, label_smoothing, pos_weight))
-        run_training(config, resume=resume, show_progress=not quiet)
+        run_training(config, resume=resume, overwrite=overwrite, show_progress=not quiet)
