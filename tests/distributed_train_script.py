@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from labelspace import LabelspaceModel, Trainer, TrainingArguments
+from labelspace import parallel as distributed
 from labelspace.data import LabeledDataset
 from labelspace.data.convert import labeled_to_anchor_positive
 from labelspace.losses import BCEHeadLoss, CombinedLoss, MultipleNegativesRankingLoss, MultiSimilarityLoss
-from labelspace.training import distributed
 from toy_data import toy_data
 
 STEPS = 4
@@ -47,7 +47,7 @@ def new_model(tiny: Path, data: LabeledDataset) -> LabelspaceModel:
 
 
 def collective_checks() -> dict[str, Any]:
-    """Exercise the helpers of `labelspace.training.distributed` in the running group; return what they gave."""
+    """Exercise the helpers of `labelspace.parallel` in the running group; return what they gave."""
     rank, world = distributed.rank(), distributed.world_size()
     local = torch.arange(6, dtype=torch.float64).reshape(3, 2) + 10.0 * rank
     local.requires_grad_(True)

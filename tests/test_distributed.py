@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from labelspace import parallel as distributed
 from labelspace.models.testing import tiny_model_folder
-from labelspace.training import distributed
 
 TESTS = Path(__file__).resolve().parent
 SRC = str(TESTS.parent / "src")

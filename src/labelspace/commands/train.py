@@ -98,13 +98,14 @@ def run_training(
     Everything that can be checked before training is: the data, the settings, and whether each loss
     can learn from the data it gets; a mismatch is an error before the run folder is written.
     """
+    from labelspace import parallel as distributed
     from labelspace.cli import console
     from labelspace.data import LabeledDataset
     from labelspace.evaluation import classification_report, tune_thresholds
     from labelspace.evaluation.report import decision_report
     from labelspace.models import LabelspaceModel
     from labelspace.recipes import GUIDED_LOSSES, head_kind_for, parse_loss_terms
-    from labelspace.training import Trainer, TrainingArguments, distributed
+    from labelspace.training import Trainer, TrainingArguments
 
     config.validate()
     clear_out = check_run_folder(Path(config.out), resume=resume, overwrite=overwrite)

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labelspace import parallel as distributed
 from labelspace.data.batch import TextBatch, make_batch
 from labelspace.data.datasets import PairDataset
 from labelspace.losses.base import MetricLoss
@@ -57,7 +58,6 @@ from labelspace.losses.head import HeadLoss
 from labelspace.losses.text.pairs import CoSENTLoss
 from labelspace.losses.text.ranking import MultipleNegativesRankingLoss
 from labelspace.relations import Relation
-from labelspace.training import distributed
 
 __all__ = [
     "CombinedLoss",

@@ -1,7 +1,7 @@
-"""Training: `Trainer`, `TrainingArguments`, callbacks, checkpoints and data-parallel helpers.
+"""Training: `Trainer`, `TrainingArguments`, callbacks and checkpoints.
 
-Names are imported lazily so that low-level modules (losses) can use
-`labelspace.training.distributed` without importing the trainer.
+The data-parallel helpers the losses use live a layer below, in `labelspace.parallel`. Names are
+imported lazily so that importing this package stays cheap.
 """
 
 from __future__ import annotations

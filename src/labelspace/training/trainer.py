@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labelspace import parallel as distributed
 from labelspace.data.batch import make_batch
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
 from labelspace.evaluation.model_metrics import evaluate_model
@@ -45,7 +46,6 @@ from labelspace.samplers import (
     NoDuplicatesSampler,
     PKSampler,
 )
-from labelspace.training import distributed
 from labelspace.training.callbacks import Callback, EarlyStoppingCallback, TrainerState
 from labelspace.training.checkpoint import (
     find_latest_checkpoint,

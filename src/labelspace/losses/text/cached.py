@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from labelspace import parallel as distributed
 from labelspace.data.batch import TextBatch
 from labelspace.losses.base import compute_input
 from labelspace.losses.model_loss import EmbeddingCache, ModelLoss, encoder_of
 from labelspace.losses.text.ranking import MultipleNegativesRankingLoss, Similarity
-from labelspace.training import distributed
 
 __all__ = [
     "CachedMultipleNegativesRankingLoss",

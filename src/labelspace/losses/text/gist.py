@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labelspace import parallel as distributed
 from labelspace.data.batch import TextBatch
 from labelspace.losses.base import compute_input
 from labelspace.losses.model_loss import EmbeddingCache, ModelLoss, encoder_of
@@ -22,7 +23,6 @@ from labelspace.losses.text.cached import (
     grad_cache_loss,
     shares_label_rows,
 )
-from labelspace.training import distributed
 
 __all__ = ["MARGIN_STRATEGIES", "CachedGISTEmbedLoss", "GISTEmbedLoss", "MarginStrategy"]
 

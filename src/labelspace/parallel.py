@@ -4,7 +4,8 @@ labelspace runs data-parallel training without ``DistributedDataParallel``: ever
 its own share of the batch, in-batch losses gather the embeddings of all processes (with their
 gradients, so each process's gradient covers the whole global batch), and after backward the
 gradients are averaged across processes. Launch with ``torchrun`` (gloo on CPU, NCCL on GPUs);
-with a single process every helper here is the identity.
+with a single process every helper here is the identity. This module sits in the bottom layer
+(it imports only torch), so losses, objectives and the trainer can all use it.
 
 Example:
     >>> import torch
