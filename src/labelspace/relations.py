@@ -44,8 +44,12 @@ RULES = ("overlap", "jaccard", "exact")
 
 
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` itself when it is 1-D integer class ids or a 2-D 0/1 matrix, else a ValueError saying why."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        raise ValueError(
+            "labels must be a torch.Tensor (class ids or a multi-hot matrix) or a Relation, got "
+            f"{type(labels).__name__}; wrap it with torch.tensor(...)"
+        )
     if labels.dim() == 1:
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"1-D labels must be integer class ids, got dtype {labels.dtype}")
@@ -316,6 +320,8 @@ def resolve_relation(
 
     As in pytorch-metric-learning, explicit indices take precedence over labels.
     """
+    if labels is not None and not isinstance(labels, (torch.Tensor, Relation)):
+        _check_labels(labels)  # raises; also beside an indices_tuple, where a list is a mistake as well
     if indices_tuple is not None:
         return Relation.from_indices_tuple(indices_tuple, batch_size)
     if labels is None:

@@ -26,18 +26,34 @@ class LabelSet:
     The order is part of the model: column ``i`` of every label matrix, head output and
     threshold vector means ``names[i]``.
 
+    Names are non-empty strings, each once; a single string is refused rather than read as a
+    list of one-character names.
+
     Example:
         >>> labels = LabelSet(["billing", "bug", "refund"])
         >>> labels.index("bug")
         1
         >>> LabelSet.from_json(labels.to_json()) == labels
         True
+        >>> LabelSet("abc")
+        Traceback (most recent call last):
+        ...
+        ValueError: LabelSet takes a list of label names, not a single string ('abc'); write LabelSet(['abc'])
     """
 
     def __init__(self, names: Iterable[str]) -> None:
-        names = [str(name) for name in names]
+        if isinstance(names, (str, bytes)):
+            raise ValueError(
+                f"LabelSet takes a list of label names, not a single string ({names!r}); write LabelSet([{names!r}])"
+            )
+        checked: list[str] = []
         index: dict[str, int] = {}
         for position, name in enumerate(names):
+            if not isinstance(name, str):
+                raise ValueError(
+                    f"label names must be non-empty strings, got {type(name).__name__} {name!r} at position {position}"
+                )
+            name = str(name)  # plain str, also for subclasses such as numpy.str_
             if name == "":
                 raise ValueError(f"label names must be non-empty strings (position {position})")
             if name in index:
@@ -45,7 +61,8 @@ class LabelSet:
                     f"label '{name}' appears twice in the label set (positions {index[name]} and {position})"
                 )
             index[name] = position
-        self._names = names
+            checked.append(name)
+        self._names = checked
         self._index = index
 
     @property

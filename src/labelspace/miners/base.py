@@ -5,6 +5,8 @@ It is called as ``miner(embeddings, labels)`` where ``labels`` is a 1-D tensor o
 a B x num_labels 0/1 matrix, or a `Relation`, and returns pytorch-metric-learning's
 ``indices_tuple``: ``(a, p, n)`` for triplet miners, ``(a1, p, a2, n)`` for pair miners,
 ready for any labelspace (or pytorch-metric-learning) loss. Mining runs without gradients.
+Bad batches are refused as the losses refuse them: an empty batch, NaN or inf embeddings
+(naming the rows) and labels that are not a tensor or a `Relation` raise ValueError.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from labelspace.distances import BaseDistance
+from labelspace.losses.base import check_embeddings
 from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 
@@ -32,8 +35,7 @@ class BaseMiner(torch.nn.Module):
         self.relation_rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | Relation) -> IndicesTuple:
-        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
-            raise ValueError("embeddings must be a 2-D tensor (batch x dim)")
+        check_embeddings(embeddings)  # the losses' rule: 2-D, not empty, finite
         with torch.no_grad():
             relation = self.relation_rule.resolve(labels, None, embeddings)
             return self.mine(embeddings.detach(), relation)

@@ -42,8 +42,40 @@ def float32_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def prepare(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check B x L logits and targets of the same shape; return them in the dtype to compute in."""
+def check_target_range(targets: torch.Tensor, what: str, *, high: float | None = 1.0) -> None:
+    """Refuse targets below 0 or above ``high`` (None: no upper bound) or NaN, naming the first one and its place.
+
+    ``what`` says what the targets should be, for the message. One vectorised check (one sync on a GPU).
+
+    Example:
+        >>> check_target_range(torch.tensor([[0.0, 1.0], [1.5, 0.2]]), "0/1 labels or soft scores in [0, 1]")
+        Traceback (most recent call last):
+        ...
+        ValueError: targets must be 0/1 labels or soft scores in [0, 1], got 1.5 at row 1, column 0 (1 value outside)
+    """
+    inside = targets >= 0  # False for NaN
+    if high is not None:
+        inside &= targets <= high
+    if not targets.numel() or bool(inside.all()):
+        return
+    outside = ~inside
+    place = torch.nonzero(outside)[0].tolist()
+    where = f"row {place[0]}, column {place[1]}" if len(place) == 2 else f"position {place[0]}"
+    count = int(outside.sum())
+    raise ValueError(
+        f"targets must be {what}, got {float(targets[tuple(place)]):g} at {where} "
+        f"({count} value{'s' if count > 1 else ''} outside)"
+    )
+
+
+def prepare(
+    logits: torch.Tensor, targets: torch.Tensor, *, unit_targets: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check B x L logits and targets of the same shape; return them in the dtype to compute in.
+
+    With ``unit_targets`` (every classification head loss) targets outside [0, 1] are refused:
+    the losses' formulas only mean something for 0/1 labels and probabilities.
+    """
     logits = float32_logits(logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must be 2-D (batch x num_labels), got shape {tuple(logits.shape)}")
@@ -53,6 +85,8 @@ def prepare(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
             f"targets must have the logits' shape {tuple(logits.shape)}, got {tuple(targets.shape)}; "
             "multi-label targets are a B x num_labels matrix of values in [0, 1]"
         )
+    if unit_targets:
+        check_target_range(targets, "0/1 labels or soft scores in [0, 1]")
     targets = targets.to(logits.dtype)
     return logits, targets
 
@@ -221,7 +255,8 @@ class SoftmaxHeadLoss(HeadLoss):
 
     Targets are 1-D class ids (B,) or a B x L matrix of class scores; a score matrix is
     normalised per row to a distribution q (a one-hot row stays one-hot; soft rows such as
-    annotator votes become probabilities; an all-zero row is an error). With eps = label_smoothing::
+    annotator votes become probabilities; a negative score or an all-zero row is an error).
+    With eps = label_smoothing::
 
         q' = q (1 - eps) + eps / L
         l  = -sum_j q'_j log softmax(x)_j           (one value per row)
@@ -260,6 +295,7 @@ class SoftmaxHeadLoss(HeadLoss):
                     f"targets must be 1-D class ids or have the logits' shape {tuple(logits.shape)}, "
                     f"got {tuple(targets.shape)}"
                 )
+            check_target_range(targets, "class scores >= 0 (one-hot rows, probabilities or votes)", high=None)
             targets = targets.to(logits.dtype)
             totals = targets.sum(dim=1, keepdim=True)
             if targets.numel() and bool((totals <= 0).any()):
@@ -285,7 +321,7 @@ class RegressionHeadLoss(HeadLoss):
     """
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        predictions, targets = prepare(logits, targets)
+        predictions, targets = prepare(logits, targets, unit_targets=False)  # any real value
         return self.reduce((predictions - targets).square())
 
 

@@ -187,8 +187,6 @@ class CircleLoss(MetricLoss):
         relation = self.relation(embeddings, labels, indices_tuple)
         if indices_tuple is not None or isinstance(labels, Relation):
             check_disjoint(relation)
-        if embeddings.shape[0] == 0:
-            return self.reduce(embeddings.new_zeros(0), embeddings).to(embeddings.dtype)
         mat = self.distance(embeddings)
         losses = circle_rows(mat, relation.positive, relation.negative, m=self.m, gamma=self.gamma)
         # The shared zero loss is float32; keep float64 float64.

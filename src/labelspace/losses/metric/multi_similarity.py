@@ -186,8 +186,6 @@ class MultiSimilarityLoss(MetricLoss):
         relation = self.relation(embeddings, labels, indices_tuple)
         if indices_tuple is not None or isinstance(labels, Relation):
             check_disjoint(relation)
-        if embeddings.shape[0] == 0:
-            return self.reduce(embeddings.new_zeros(0), embeddings).to(embeddings.dtype)
         mat = self.distance(embeddings)
         losses = multi_similarity_rows(
             mat,

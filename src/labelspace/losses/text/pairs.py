@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import compute_input
+from labelspace.losses.base import check_embeddings, compute_input
 
 __all__ = ["AnglELoss", "CoSENTLoss", "pairwise_angle_similarity", "pairwise_cosine_similarity"]
 
@@ -77,9 +77,8 @@ class CoSENTLoss(torch.nn.Module):
 
     def forward(self, embeddings1: torch.Tensor, embeddings2: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The loss of the pairs (embeddings1[i], embeddings2[i]) with gold ``scores[i]`` (see the class docstring)."""
-        for name, tensor in (("embeddings1", embeddings1), ("embeddings2", embeddings2)):
-            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2:
-                raise ValueError(f"{name} must be a 2-D tensor (batch x dim)")
+        check_embeddings(embeddings1, "embeddings1", allow_empty=True)  # 2-D, finite
+        check_embeddings(embeddings2, "embeddings2", allow_empty=True)
         if embeddings1.shape != embeddings2.shape:
             raise ValueError(
                 f"embeddings1 and embeddings2 must have the same shape, got {tuple(embeddings1.shape)} "

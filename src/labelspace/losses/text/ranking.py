@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import compute_input, zero_loss
+from labelspace.losses.base import check_columns, compute_input, zero_loss
 
 __all__ = ["MultipleNegativesRankingLoss", "shares_label"]
 
@@ -104,6 +104,7 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
             if not isinstance(column, torch.Tensor) or tuple(column.shape) != (batch, dim):
                 shape = tuple(column.shape) if isinstance(column, torch.Tensor) else type(column).__name__
                 raise ValueError(f"positives and negatives must have the anchors' shape {(batch, dim)}, got {shape}")
+        check_columns(columns)  # finite (an empty batch gives a zero loss)
         queries = compute_input(anchors)
         candidates = torch.cat([compute_input(column) for column in columns[1:]], dim=0)
         if self.similarity == "cosine":

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import compute_input, zero_loss
+from labelspace.losses.base import check_columns, compute_input, zero_loss
 
 __all__ = ["TRIPLET_DISTANCES", "TripletDistance", "TripletLoss"]
 
@@ -94,6 +94,7 @@ class TripletLoss(torch.nn.Module):
                 raise ValueError(
                     f"positives and negatives must have the anchors' shape {tuple(anchors.shape)}, got {shape}"
                 )
+        check_columns(columns)  # finite (an empty batch gives a zero loss)
         anchors, positives = compute_input(anchors), compute_input(positives)
         stacked = torch.stack([compute_input(column) for column in negatives])  # K x B x d
         if anchors.shape[0] == 0:
