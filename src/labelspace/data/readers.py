@@ -24,6 +24,7 @@ a vector over the labels, never as label ids:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -163,6 +164,11 @@ def load(
         raise ValueError(f"kind must be one of auto, labeled, pairs, triplets; got {kind!r}")
     if labels_format not in LABELS_FORMATS:
         raise ValueError(f"labels_format must be one of {', '.join(LABELS_FORMATS)}; got {labels_format!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ValueError(
+            f"delimiter (--delimiter) must be one character other than a quote or a line break, "
+            f"e.g. ',' or '\\t'; got {delimiter!r}"
+        )
     given = [
         name
         for name, value in (("labels_file", labels_file), ("label_set", label_set), ("label_names", label_names))
@@ -185,6 +191,10 @@ def load(
             label_delimiter = ","
         kind = "labeled" if kind == "auto" else kind
     if labels_file is not None:
+        if Path(labels_file).is_dir():
+            raise DataFormatError(
+                labels_file, None, None, "is a folder (expected a labels file: one label name a line)"
+            )
         label_set = LabelSet.from_labels_file(labels_file)
         label_set_origin = f"labels file {labels_file}"
     elif label_names is not None:
@@ -268,17 +278,25 @@ def _decode(path: Path, file_format: str, field_delimiter: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line_start = raw.rfind(b"\n", 0, error.start) + 1
-        line = raw.count(b"\n", 0, error.start) + 1
-        column = _column_of_byte(raw, error.start, file_format, field_delimiter)
-        byte = raw[error.start : error.start + 1].hex()
-        raise DataFormatError(
-            path,
-            line,
-            column,
-            f"byte 0x{byte} at byte {error.start - line_start + 1} of the line is not valid UTF-8 "
-            "(expected UTF-8 text: re-save the file as UTF-8)",
-        ) from None
+        offset = error.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)  # after the BOM
+        raise not_utf8_error(path, raw, offset, file_format, field_delimiter) from None
+
+
+def not_utf8_error(
+    path: Path, raw: bytes, offset: int, file_format: str = "txt", field_delimiter: str = ","
+) -> DataFormatError:
+    """The error for the byte at ``offset`` of file ``path`` (content ``raw``) that is not UTF-8: line, column, byte."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    line = raw.count(b"\n", 0, offset) + 1
+    column = _column_of_byte(raw, offset, file_format, field_delimiter)
+    byte = raw[offset : offset + 1].hex()
+    return DataFormatError(
+        path,
+        line,
+        column,
+        f"byte 0x{byte} at byte {offset - line_start + 1} of the line is not valid UTF-8 "
+        "(expected UTF-8 text: re-save the file as UTF-8)",
+    )
 
 
 def _column_of_byte(raw: bytes, offset: int, file_format: str, field_delimiter: str) -> str | None:

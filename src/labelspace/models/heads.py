@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from labelspace.losses.head import BCEHeadLoss, HeadLoss, RegressionHeadLoss, SoftmaxHeadLoss
+from labelspace.models.folder_io import read_json, read_safetensors
 
 HeadKind = Literal["multi_label", "single_label", "regression"]
 HEAD_KINDS = ("multi_label", "single_label", "regression")
@@ -205,19 +206,22 @@ class ClassificationHead(torch.nn.Module):
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> ClassificationHead:
-        """Read a head written by `save` (safetensors + JSON only, never pickle)."""
+        """Read a head written by `save` (safetensors + JSON only, never pickle).
+
+        A damaged or invalid file is a ValueError naming it (`labelspace.models.folder_io`).
+        """
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE
         config = folder / CONFIG_FILE
         for path in (config, weights):
-            if not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(f"{path} not found: a saved head holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+        data = read_json(config, expected="a classification head config")
         try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config} is not valid JSON: {error}") from error
-        head = cls.from_config(data)
-        state = load_file(str(weights), device=str(map_location))
+            head = cls.from_config(data)
+        except ValueError as error:
+            raise ValueError(f"{config}: {error}") from error
+        state = read_safetensors(weights, what="the head", device=map_location)
         expected = head.state_dict()
         if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
             raise ValueError(f"{weights} does not match {config}: its tensors have other names or shapes")
