@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labelspace import __version__
+from labelspace.errors import LabelspaceError, RunInterrupted, is_user_error
 
 app = typer.Typer(
     name="labelspace",
@@ -40,7 +42,7 @@ console = Console()
 UsageError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
-class CommandError(Exception):
+class CommandError(LabelspaceError):
     """A user-facing error: printed as one line, exit status 2."""
 
 
@@ -250,10 +252,12 @@ def convert_triplets_to_pairs(
     delimiter: DelimiterOption = None,
 ) -> None:
     """Turn (anchor, positive, negatives) into scored pairs: (anchor, positive, 1) and (anchor, negative, 0)."""
+    from labelspace.commands.paths import check_output_path
     from labelspace.data import TripletDataset
     from labelspace.data.convert import triplets_to_pairs
     from labelspace.data.writers import save
 
+    check_output_path(output_path, "OUT", {"input": input_path})
     triplets = _load(input_path, file_format=file_format, kind="triplets", delimiter=delimiter)
     assert isinstance(triplets, TripletDataset)
     pairs = triplets_to_pairs(triplets)
@@ -290,6 +294,7 @@ def split_command(
     delimiter: DelimiterOption = None,
 ) -> None:
     """Split a multi-label dataset into train/dev/test with iterative stratification (every label keeps its share)."""
+    from labelspace.commands.paths import check_output_path
     from labelspace.data import LabeledDataset
     from labelspace.data.split import label_shares, stratified_split_indices
     from labelspace.data.writers import save
@@ -297,6 +302,9 @@ def split_command(
     shares = _parse_fractions(fractions)
     if output_format not in ("jsonl", "csv", "tsv", "parquet"):
         raise CommandError(f"--output-format: expected jsonl, csv, tsv or parquet; got {output_format!r}")
+    names = ("train", "dev", "test")[: len(shares)]
+    for name in names:
+        check_output_path(out / f"{name}.{output_format}", "--out", {"input": path, "--labels-file": labels_file})
     dataset = _load(
         path,
         file_format=file_format,
@@ -311,7 +319,6 @@ def split_command(
     )
     assert isinstance(dataset, LabeledDataset)
     indices = stratified_split_indices(dataset.labels, shares, seed=seed)
-    names = ("train", "dev", "test")[: len(shares)]
     for name, part in zip(names, indices, strict=True):
         save(dataset.subset(part), out / f"{name}.{output_format}")
     table = Table(title=f"Label share per split (seed {seed})", title_justify="left")
@@ -352,10 +359,25 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs the app, turning user errors into one line and exit status 2."""
-    from labelspace.data.errors import DataFormatError
+def _one_line(error: BaseException) -> str:
+    """The message of a user error on one line; OSErrors as ``FILE: what went wrong`` (no errno)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 is not None else "")
+        text = f"{where}: {error.strerror[:1].lower()}{error.strerror[1:]}"
+    elif isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error)
+    return " ".join(text.split()) or type(error).__name__
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and exit status 2; bugs show their traceback.
+
+    Exit status: 2 for bad input (`labelspace.errors.is_user_error`: our own checks, bad files),
+    130 when interrupted (Ctrl-C; training says how to resume), 1 for a bug, whose traceback is
+    printed with a request to report it. ``LABELSPACE_DEBUG=1`` shows the traceback of user errors too.
+    """
     command = typer.main.get_command(app)
     _quiet_libraries()
     debug = os.environ.get("LABELSPACE_DEBUG") not in (None, "", "0")
@@ -363,7 +385,13 @@ def main(argv: list[str] | None = None) -> None:
         result = command.main(args=argv, prog_name="labelspace", standalone_mode=False)
     except typer.Exit as done:
         sys.exit(getattr(done, "exit_code", 0))
-    except (typer.Abort, KeyboardInterrupt):
+    except RunInterrupted as interrupted:
+        typer.echo(f"labelspace: {interrupted}", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("labelspace: interrupted", err=True)
+        sys.exit(130)
+    except typer.Abort:
         typer.echo("labelspace: aborted", err=True)
         sys.exit(130)
     except UsageError as error:
@@ -373,12 +401,18 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         typer.echo(f"labelspace: error: {error.format_message()}{hint}", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
-    except (DataFormatError, CommandError, ValueError, FileNotFoundError, KeyError, OSError) as error:
+    except Exception as error:
         if debug:
             raise
-        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        message = " ".join(text.split()) or type(error).__name__
-        typer.echo(f"labelspace: error: {message}", err=True)
+        if not is_user_error(error):
+            traceback.print_exc()
+            typer.echo(
+                f"labelspace: internal error ({type(error).__name__}): this is a bug in labelspace {__version__}, "
+                "not a problem with your input; please report it with the traceback above",
+                err=True,
+            )
+            sys.exit(1)
+        typer.echo(f"labelspace: error: {_one_line(error)}", err=True)
         sys.exit(2)
     if isinstance(result, int) and result:
         sys.exit(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -213,3 +214,40 @@ class TripletDataset:
 
     def __getitem__(self, index: int) -> tuple[str, str, list[str]]:
         return self.anchors[index], self.positives[index], self.negatives_of(index)
+
+
+def dataset_fingerprint(dataset: LabeledDataset | PairDataset | TripletDataset) -> dict[str, Any]:
+    """What identifies a training set cheaply: its kind, row count and a hash of its texts and labels/scores.
+
+    Recorded in checkpoints so that a resume on other data is refused (one pass over the texts).
+
+    Example:
+        >>> data = LabeledDataset.from_label_names(["a", "b"], [["x"], []])
+        >>> fingerprint = dataset_fingerprint(data)
+        >>> fingerprint["kind"], fingerprint["rows"], len(fingerprint["hash"])
+        ('LabeledDataset', 2, 32)
+        >>> other = LabeledDataset.from_label_names(["a", "b"], [["y"], []])
+        >>> dataset_fingerprint(other)["hash"] == fingerprint["hash"]
+        False
+    """
+    digest = hashlib.blake2b(digest_size=16)
+
+    def add(values: Any) -> None:
+        for value in values:
+            digest.update(str(value).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00")
+        digest.update(b"\x01")
+
+    if isinstance(dataset, LabeledDataset):
+        add(dataset.texts)
+        add(dataset.label_set.names)
+        add(map(tuple, dataset.labels.to_lists()))
+    elif isinstance(dataset, PairDataset):
+        add(dataset.text1)
+        add(dataset.text2)
+        add(np.asarray(dataset.scores, dtype=np.float64).round(12).tolist())
+    else:
+        add(dataset.anchors)
+        add(dataset.positives)
+        add(map(tuple, (dataset.negatives_of(i) for i in range(len(dataset)))))
+    return {"kind": type(dataset).__name__, "rows": len(dataset), "hash": digest.hexdigest()}

@@ -35,7 +35,7 @@ from torch import nn
 
 from labelspace import parallel as distributed
 from labelspace.data.batch import make_batch
-from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset, dataset_fingerprint
 from labelspace.evaluation.model_metrics import evaluate_model
 from labelspace.losses.model_loss import ModelLoss, as_model_loss
 from labelspace.models.model import LabelspaceModel
@@ -809,6 +809,7 @@ class Trainer:
                 "samplers": {name: _sampler_state(sampler) for name, sampler in self.samplers.items()},
                 "args": self.args.to_dict(),
                 "world_size": distributed.world_size(),
+                "fingerprint": self.run_fingerprint(),
             }
             checkpoints = output_dir / "checkpoints"
             path = write_checkpoint(
@@ -824,6 +825,48 @@ class Trainer:
         if distributed.is_distributed():
             torch.distributed.barrier()
         return path
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must share with the run that resumes it: labels, model shape, losses, training data."""
+        encoder = self.model.encoder
+        config = getattr(encoder.model, "config", None)
+        shape = {
+            key: getattr(config, key, None) for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+        }
+        head = self.model.head
+        return {
+            "labels": self.model.label_set.names if self.model.label_set is not None else None,
+            "model": {
+                **shape,
+                "pooling": encoder.pooling,
+                "normalize": encoder.normalize,
+                "head": None if head is None else {"kind": head.kind, "num_labels": head.num_labels},
+            },
+            "losses": {name: _describe_loss(loss) for name, loss in self.losses.items()},
+            "data": {name: dataset_fingerprint(dataset) for name, dataset in self.datasets.items()},
+        }
+
+    def _check_same_run(self, folder: Path, saved: dict[str, Any] | None) -> None:
+        """Refuse to resume ``folder`` with other labels, another model, other losses or other data."""
+        if saved is None:  # a checkpoint from before fingerprints were recorded
+            return
+        current = _json_ready(self.run_fingerprint())
+        what = {"labels": "labels", "model": "model", "losses": "losses", "data": "training data"}
+        for key, name in what.items():
+            before, now = saved.get(key, current[key]), current[key]
+            if before == now:
+                continue
+            if isinstance(before, dict) and isinstance(now, dict):
+                changed = sorted(part for part in set(before) | set(now) if before.get(part) != now.get(part))
+                detail = "; ".join(
+                    f"{part}: {_short(before.get(part))} then, {_short(now.get(part))} now" for part in changed
+                )
+            else:
+                detail = f"{_short(before)} then, {_short(now)} now"
+            raise ValueError(
+                f"cannot resume {folder}: it was trained with other {name} ({detail}); resume with the same "
+                "settings and data, or start a new run (--overwrite)"
+            )
 
     def _resume(self, resume_from_checkpoint: str | os.PathLike[str] | bool, output_dir: Path | None) -> None:
         if resume_from_checkpoint is True:
@@ -842,6 +885,7 @@ class Trainer:
                 f"{folder} was written by a run with batch_size {saved_batch} on {saved_world} process(es); "
                 f"resume with the same (now: batch_size {self.args.batch_size} on {distributed.world_size()})"
             )
+        self._check_same_run(folder, payload.get("fingerprint"))
         saved = LabelspaceModel.from_pretrained(folder)
         self.model.load_state_dict(saved.state_dict())
         self.model.to(self.device)
@@ -880,6 +924,22 @@ def _sampler_state(sampler: Any) -> dict[str, Any]:
     if _has_state(sampler):
         return _json_ready(sampler.state_dict())
     return {"sampler": type(sampler).__name__, "stateless": True}
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: a data fingerprint as its row count and hash prefix."""
+    if isinstance(value, dict) and "rows" in value and "hash" in value:
+        return f"{value['rows']} rows, hash {str(value['hash'])[:8]}"
+    return str(value)
+
+
+def _describe_loss(loss: ModelLoss) -> Any:
+    """A short JSON description of a model-level loss: its name, or its parts with their weights."""
+    parts = getattr(loss, "losses", None)
+    weights = getattr(loss, "weights", None)
+    if parts is not None and weights is not None:
+        return [[_describe_loss(part), weight] for part, weight in zip(parts, weights, strict=True)]
+    return loss.name
 
 
 def _json_ready(value: Any) -> Any:
