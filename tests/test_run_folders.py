@@ -74,3 +74,17 @@ def test_a_non_empty_folder_that_is_not_a_run_needs_overwrite(setup, tmp_path):
 def test_resume_and_overwrite_conflicts_are_one_line(setup, tmp_path, flags, message):
     result = train(setup, tmp_path / "empty", *flags)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_overwrite_never_deletes_an_input_inside_the_run_folder(setup, tmp_path):
+    out = tmp_path / "run"
+    assert train(setup, out).returncode == 0
+    inside = out / "train-copy.jsonl"
+    inside.write_bytes(setup[1].read_bytes())
+    tiny, _ = setup
+    command = [sys.executable, "-m", "labelspace.cli", "train", "--model", str(tiny), "--train", str(inside)]
+    result = subprocess.run(
+        [*command, "--out", str(out), "--overwrite", "--max-steps", "1", "--quiet"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--overwrite would delete --train" in result.stderr
+    assert inside.is_file() and (out / "model").is_dir()

@@ -21,6 +21,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from labelspace.commands.paths import check_output_path
 from labelspace.commands.train import load_dataset, metrics_table, warn_dropped_labels
 
 __all__ = [
@@ -77,7 +78,8 @@ UnknownLabelsOption = Annotated[
 def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
     """The model folder of ``run``: ``run`` itself when it holds ``labelspace.json``, else ``run/model``.
 
-    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither.
+    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither. A replace of
+    the model folder that a killed command left half done is finished or rolled back first (`recover_folder`).
 
     Example:
         >>> import tempfile
@@ -86,9 +88,11 @@ def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
         >>> resolve_model_folder(run) == run / "model"
         True
     """
+    from labelspace.models.encoder import recover_folder
     from labelspace.models.model import CONFIG_FILE
 
     path = Path(run).expanduser()
+    recover_folder(path)  # heals path itself and the model/ or best-model/ inside it
     if (path / CONFIG_FILE).is_file():
         return path
     if (path / "model" / CONFIG_FILE).is_file():
@@ -163,13 +167,18 @@ def _probabilities_and_embeddings(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename; the file gets the umask's mode.
+
+    A kill leaves at most a hidden ``.NAME.tmp-*`` file beside ``path``, which `recover_folder` removes.
+    """
+    from labelspace.models.encoder import hidden_copy_prefix, set_default_modes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=hidden_copy_prefix(path), dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
-        os.chmod(temporary, 0o644)
+        set_default_modes(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -246,45 +255,109 @@ def _per_label_table(report: dict[str, Any], title: str) -> Table:
 # ----------------------------------------------------------------------------- predict input
 
 
+#: The end of the message refusing an empty or blank text to predict.
+EMPTY_TEXT = "empty text (pass --allow-empty to keep it; it gets no labels)"
+
+
+def _first_blank(texts: list[str]) -> int | None:
+    """Index of the first empty or whitespace-only text, or None."""
+    return next((index for index, text in enumerate(texts) if not text.strip()), None)
+
+
+def _text_lines(text: str, source: Path, allow_empty: bool) -> list[str]:
+    """The lines of a ``.txt`` input: split on ``\\n`` / ``\\r\\n`` only, BOM dropped, no text after a final newline.
+
+    Only a newline ends a text, so each output row of ``predict`` matches one input line: the other
+    separators of `str.splitlines` (U+2028, U+2029, form feed, ``\\x1c``-``\\x1e``, ``\\x85``, a lone
+    ``\\r``) stay inside the text. An empty or blank line is an error naming it, unless ``allow_empty``.
+    """
+    from labelspace.data.errors import DataFormatError
+
+    body = text.removeprefix("\ufeff")
+    if not body:
+        return []
+    lines = body.removesuffix("\n").split("\n")
+    lines = [line.removesuffix("\r") for line in lines]
+    blank = None if allow_empty else _first_blank(lines)
+    if blank is not None:
+        raise DataFormatError(source, blank + 1, None, EMPTY_TEXT)
+    return lines
+
+
 def read_texts(
-    path: str | os.PathLike[str], *, file_format: str | None = None, text_column: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    file_format: str | None = None,
+    text_column: str | None = None,
+    allow_empty: bool = False,
 ) -> list[str]:
     """Texts to predict from ``path``.
 
     - ``.jsonl``: one JSON object a line, the text in field ``text`` (or ``text_column``);
     - ``.csv`` / ``.tsv`` / ``.parquet``: the ``text`` column (or ``text_column``), other columns ignored;
-    - anything else (``.txt``): one text a line, blank lines skipped.
+    - anything else (``.txt``): one text a line (split on ``\\n`` or ``\\r\\n`` only; a UTF-8 BOM is dropped).
+
+    An empty or blank text is an error naming its line, unless ``allow_empty`` (then it is kept).
 
     Example:
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "texts.txt"
-        >>> _ = path.write_text("first text\\n\\nsecond text\\n")
+        >>> _ = path.write_bytes("first text\\fstill the first\\r\\nsecond text\\n".encode())
         >>> read_texts(path)
-        ['first text', 'second text']
+        ['first text\\x0cstill the first', 'second text']
     """
-    from labelspace.data.readers import EXTENSIONS, TEXT_COLUMN_CANDIDATES, _find_column, _read_table, _texts
+    from labelspace.data.readers import (
+        EXTENSIONS,
+        TEXT_COLUMN_CANDIDATES,
+        _find_column,
+        _read_table,
+        _texts,
+        not_utf8_error,
+    )
 
     source = Path(path)
     if file_format is None and source.suffix.lower() not in EXTENSIONS:
         if not source.is_file():
             raise FileNotFoundError(f"{source}: file not found")
-        lines = source.read_text(encoding="utf-8").splitlines()
-        return [line for line in lines if line.strip()]
+        raw = source.read_bytes()  # bytes: no newline translation of a lone "\r"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise not_utf8_error(source, raw, error.start) from None
+        return _text_lines(text, source, allow_empty)
     table, _ = _read_table(source, format=file_format, delimiter=None)
     column = _find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
-    return _texts(table, column, allow_empty=False)
+    texts = _texts(table, column, allow_empty=True)
+    blank = None if allow_empty else _first_blank(texts)
+    if blank is not None:
+        raise table.error(table.rows[blank][0], column, EMPTY_TEXT)
+    return texts
+
+
+#: Line breaks for `str.splitlines` that JSON leaves raw (other control characters are escaped by `json.dumps`).
+_ESCAPED_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
 def _prediction_lines(
     texts: list[str], probabilities: np.ndarray, decided: np.ndarray, names: list[str]
 ) -> Iterable[str]:
-    """One JSON line per text: ``text``, ``labels`` (most probable first), ``scores`` (6 decimals)."""
+    """One JSON line per text: ``text``, ``labels`` (most probable first), ``scores`` (6 decimals).
+
+    ``probabilities`` and ``decided`` hold one row per non-blank text, in order; a blank text (kept
+    with ``--allow-empty``) is not run through the model and gets ``"labels": []`` and ``"scores": {}``.
+    U+2028, U+2029 and U+0085 are written as escapes, so that no line splitter breaks a row in two.
+    """
     order = np.argsort(-probabilities, axis=1, kind="stable")
     rounded = np.round(probabilities.astype(np.float64), 6).tolist()
-    for index, text in enumerate(texts):
-        labels = [names[j] for j in order[index] if decided[index, j]]
-        scores = dict(zip(names, rounded[index], strict=True))
-        yield json.dumps({"text": text, "labels": labels, "scores": scores}, ensure_ascii=False)
+    rows = iter(range(len(probabilities)))
+    for text in texts:
+        if not text.strip():
+            row: dict[str, Any] = {"text": text, "labels": [], "scores": {}}
+        else:
+            index = next(rows)
+            labels = [names[j] for j in order[index] if decided[index, j]]
+            row = {"text": text, "labels": labels, "scores": dict(zip(names, rounded[index], strict=True))}
+        yield json.dumps(row, ensure_ascii=False).translate(_ESCAPED_LINE_BREAKS)
 
 
 # ----------------------------------------------------------------------------- embedding metrics
@@ -375,6 +448,9 @@ def register(app: typer.Typer) -> None:
             raise CommandError(f"--relevance: expected one of {', '.join(RELEVANCE)}; got {relevance!r}")
         if kind not in ("auto", "labeled", "pairs", "triplets"):
             raise CommandError(f"--kind: expected labeled, pairs, triplets or auto; got {kind!r}")
+        inputs = {"--data": data, "--labels-file": labels_file}
+        check_output_path(json_path, "--json", inputs)
+        check_output_path(report, "--report", inputs)
         model, folder = load_embedding_model(run)
         options = _data_options(file_format, text_column, labels_column, labels_file, labels_format)
         if model.head is None or kind in ("pairs", "triplets"):
@@ -594,6 +670,10 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchSizeOption = 32,
         file_format: FormatOption = None,
         text_column: TextColumnOption = None,
+        allow_empty: Annotated[
+            bool,
+            typer.Option("--allow-empty", help="Keep empty or blank texts (they get no labels) instead of stopping."),
+        ] = False,
         quiet: QuietOption = False,
     ) -> None:
         """Label texts with the saved thresholds and decision rule; one JSON object a line: text, labels, scores."""
@@ -603,16 +683,27 @@ def register(app: typer.Typer) -> None:
             raise CommandError("give texts or --input FILE, not both")
         if not texts and input_path is None:
             raise CommandError("no texts to predict: give texts or --input FILE")
-        model, _ = _load_model(run)
-        items = read_texts(input_path, file_format=file_format, text_column=text_column) if input_path else texts
+        check_output_path(output, "--output", {"--input": input_path})
+        if input_path is not None:
+            items = read_texts(input_path, file_format=file_format, text_column=text_column, allow_empty=allow_empty)
+        else:
+            items = list(texts or [])
+            blank = None if allow_empty else _first_blank(items)
+            if blank is not None:
+                raise CommandError(f"text {blank + 1} of the command line: {EMPTY_TEXT}")
         if not items:
-            source = f"{input_path}: " if input_path is not None else ""
-            raise CommandError(f"{source}no texts to predict (give texts or --input FILE)")
-        items = list(items)
+            raise CommandError(f"{input_path}: no texts to predict (give texts or --input FILE)")
+        model, _ = _load_model(run)
+        names = model.label_set.names
+        filled = [text for text in items if text.strip()]
         progress = input_path is not None and not quiet
-        probabilities = np.atleast_2d(model.predict_proba(items, batch_size=batch_size, show_progress_bar=progress))
-        decided = model.decide(probabilities)
-        lines = _prediction_lines(items, probabilities, decided, model.label_set.names)
+        probabilities = np.zeros((0, len(names)), dtype=np.float32)
+        decided = np.zeros((0, len(names)), dtype=bool)
+        if filled:  # blank texts (kept with --allow-empty) are not run through the model: no labels, no scores
+            found = model.predict_proba(filled, batch_size=batch_size, show_progress_bar=progress)
+            probabilities = np.atleast_2d(found)
+            decided = model.decide(probabilities)
+        lines = _prediction_lines(items, probabilities, decided, names)
         if output is None:
             for line in lines:
                 sys.stdout.write(line + "\n")

@@ -27,6 +27,7 @@ from labelspace.commands.evaluate import (
     _data_options,
     resolve_model_folder,
 )
+from labelspace.commands.paths import check_output_path
 from labelspace.commands.train import load_dataset
 
 __all__ = ["MINE_EPILOG", "load_embedding_model", "register"]
@@ -118,6 +119,7 @@ def register(app: typer.Typer) -> None:
 
         if out.suffix.lower() not in EXTENSIONS:
             raise CommandError(f"--out: expected a .jsonl, .csv, .tsv or .parquet file; got {str(out)!r}")
+        check_output_path(out, "--out", {"--data": data, "--labels-file": labels_file})
         model, source = load_embedding_model(run_or_model)
         dataset = load_dataset(
             str(data), _data_options(file_format, text_column, labels_column, labels_file, labels_format)

@@ -43,7 +43,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the demo end to end; returns the comparison rows (test metrics) and the paths written."""
     from labelspace.cli import console
-    from labelspace.commands.train import align_labels, metrics_table, run_training
+    from labelspace.commands.train import RUN_MARKERS, align_labels, metrics_table, run_training
     from labelspace.data import load
     from labelspace.evaluation import classification_report
     from labelspace.evaluation.report import decision_report, write_report
@@ -75,7 +75,9 @@ def run_quickstart(
             epochs=epochs,
             max_seq_length=max_seq_length,
         )
-        run_training(config, overwrite=True, show_progress=True, print_table=False)  # the demo run is replaced
+        # an earlier quickstart run is replaced; a folder of other files is refused by run_training
+        previous_run = out.is_dir() and any((out / marker).exists() for marker in RUN_MARKERS)
+        run_training(config, overwrite=previous_run, show_progress=True, print_table=False)
     console.print("3/3 evaluating on test and writing the report")
     model = LabelspaceModel.from_pretrained(out / "model")
     probabilities = model.predict_proba(test.texts, show_progress_bar=False)

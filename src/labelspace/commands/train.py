@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from labelspace.errors import RunInterrupted
 from labelspace.recipes import RECOMMENDED, TrainConfig, build_losses
 
 TRAIN_EPILOG = (
@@ -61,7 +62,7 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
 RUN_MARKERS: tuple[str, ...] = ("config.yaml", "model", "checkpoints", "train_log.jsonl", "metrics.json")
 
 
-def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> bool:
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool, inputs: dict[str, str | None] | None = None) -> bool:
     """Refuse to train into a non-empty folder unless ``resume`` or ``overwrite``; True when it must be cleared.
 
     An existing run is continued only with ``--resume`` and replaced only with ``--overwrite``, so a
@@ -79,7 +80,12 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> bool:
     if resume:
         return False
     is_run = any((out / marker).exists() for marker in RUN_MARKERS)
-    if not overwrite:
+    if overwrite:
+        folder = out.resolve()
+        for option, value in (inputs or {}).items():
+            if value and Path(value).exists() and Path(value).resolve().is_relative_to(folder):
+                raise ValueError(f"--overwrite would delete {option} {value}, which lies inside --out {out}")
+    else:
         held = "a run" if is_run else "files that are not a labelspace run"
         raise ValueError(f"--out {out} already holds {held}: pass --resume to continue it or --overwrite to replace it")
     return True
@@ -104,11 +110,22 @@ def run_training(
     from labelspace.evaluation import classification_report, tune_thresholds
     from labelspace.evaluation.report import decision_report
     from labelspace.models import LabelspaceModel
+    from labelspace.models.encoder import recover_folder
     from labelspace.recipes import GUIDED_LOSSES, head_kind_for, parse_loss_terms
     from labelspace.training import Trainer, TrainingArguments
 
     config.validate()
-    clear_out = check_run_folder(Path(config.out), resume=resume, overwrite=overwrite)
+    inputs = {
+        "--train": config.train,
+        "--dev": config.dev,
+        "--model": config.model,
+        "--guide-model": config.guide_model,
+        "--labels-file": config.data.get("labels_file"),
+    }
+    clear_out = check_run_folder(Path(config.out), resume=resume, overwrite=overwrite, inputs=inputs)
+    if resume:  # finish or roll back saves a kill left half done: model/, best-model/, checkpoints/*
+        for folder in (Path(config.out), Path(config.out) / "checkpoints"):
+            recover_folder(folder)
     distributed.init_from_environment()  # under torchrun: know our rank before writing anything
     train = load_dataset(config.train, config.data)
     dev = load_dataset(config.dev, config.data) if config.dev else None
@@ -172,7 +189,10 @@ def run_training(
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         sizes = ", ".join(f"{name}: {len(data)} {type(data).__name__}" for name, data in datasets.items())
         console.print(f"training {config.model} on {sizes}; loss {config.loss}; run folder {out}")
-    output = trainer.train(resume_from_checkpoint=resume)
+    try:
+        output = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(out if out.is_dir() else None) from None
     summary: dict[str, Any] = {
         "run": str(out),
         "model": output.model_path,

@@ -6,11 +6,17 @@ as is. Only safetensors and JSON are ever read back (no pickle).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from labelspace.models.folder_io import check_encoder_weights, read_json
 
 __all__ = ["POOLING_MODES", "Encoder", "resolve_model_path"]
 
@@ -87,11 +95,42 @@ def hub_model_folder(repo_id: str) -> Path:
 
     The whole sentence-transformers layout comes along, so the model's own ``modules.json`` and
     ``1_Pooling/config.json`` decide pooling and normalisation exactly as for a local folder.
-    With ``HF_HUB_OFFLINE=1`` only the cache is used.
+    With ``HF_HUB_OFFLINE=1`` only the cache is looked at, without any request. An id that the hub
+    does not have (or, offline, that is not cached) fails at once, as a ValueError naming the id.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
-    return Path(snapshot_download(repo_id=repo_id, allow_patterns=list(HUB_FILE_PATTERNS)))
+    offline = constants.is_offline_mode()
+    try:
+        return Path(
+            snapshot_download(repo_id=repo_id, allow_patterns=list(HUB_FILE_PATTERNS), local_files_only=offline)
+        )
+    except (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        cause: Exception = error
+    if isinstance(cause, GatedRepoError):
+        reason = "it is gated on the hub: accept its terms there and log in (hf auth login)"
+    elif isinstance(cause, RepositoryNotFoundError):
+        reason = "the hub has no such repository (or it is private: log in with hf auth login)"
+    elif isinstance(cause, HFValidationError):
+        reason = "it is not a valid hub id (expected NAME or OWNER/NAME)"
+    elif isinstance(cause, HfHubHTTPError):
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        reason = f"the hub answered HTTP {status}" if status is not None else "the hub request failed"
+    elif offline:
+        reason = "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+    else:
+        reason = "the hub could not be reached and it is not in the Hugging Face cache"
+    raise ValueError(
+        f"model {repo_id!r} is not a local folder and not a model on the hub (or not in the offline cache): {reason}"
+    ) from cause
 
 
 def _looks_like_local_path(text: str) -> bool:
@@ -102,8 +141,7 @@ def _looks_like_local_path(text: str) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(path, expected="a sentence-transformers config")  # a bad file is an error naming it
 
 
 def _check_pooling(pooling: str) -> str:
@@ -150,19 +188,222 @@ def _module_folders(root: Path) -> dict[str, Path | None]:
     return found
 
 
+#: Hidden siblings of a folder (or file) ``NAME`` that an atomic write leaves only when it is killed:
+#: ``.NAME.tmp-*`` (being written), ``.NAME.new-*`` (complete, about to replace NAME) and ``.NAME.old-*``
+#: (the copy being replaced). The part after the dash is ``HOST-PID-RANDOM``, naming the writer.
+_HIDDEN_COPY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|new|old)-(?P<tag>[^.]*)$")
+_WRITER_TAG = re.compile(r"^(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]+$")
+#: Earlier labelspace versions named no writer: ``.NAME.tmp-XXXXXXXX`` / ``.NAME.old-XXXXXXXX`` folders and
+#: ``.NAME.XXXXXXXX.tmp`` files (8 characters of `tempfile` or `uuid`). Anything else is not ours and is kept.
+_LEGACY_TAG = re.compile(r"^[a-z0-9_]{8}$")
+_LEGACY_TEXT_TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+#: A writer on another machine (a shared file system) is taken to be dead once its copy is this old.
+_FOREIGN_STALE_SECONDS = 3600.0
+#: How long `recover_folder` waits for a live writer that is between its two renames.
+_LIVE_WRITER_WAIT_SECONDS = 2.0
+
+
+def hidden_copy_prefix(target: Path, kind: str = "tmp") -> str:
+    """The name prefix of a hidden ``kind`` copy of ``target`` (``.NAME.tmp-HOST-PID-``) for `tempfile`.
+
+    It names this process, so `recover_folder` leaves the copy alone while this process lives.
+
+    Example:
+        >>> hidden_copy_prefix(Path("runs/x/model")).startswith(".model.tmp-")
+        True
+    """
+    return f".{target.name}.{kind}-{_HOST}-{os.getpid()}-"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def set_default_modes(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the modes the umask gives new files and folders.
+
+    safetensors writes its files 0600 and ``tempfile`` makes 0700 folders and 0600 files; after this a
+    model folder's weights are as readable as its JSON files (0644 and 0755 under umask 022).
+    """
+    umask = current_umask()
+    file_mode, folder_mode = 0o666 & ~umask, 0o777 & ~umask
+    root = Path(path)
+    if not root.is_dir() or root.is_symlink():
+        os.chmod(root, file_mode)
+        return
+    for folder, _, files in os.walk(root):  # symlinked folders are listed but not entered
+        setgid = os.stat(folder).st_mode & stat.S_ISGID  # kept: a shared group folder stays one
+        os.chmod(folder, folder_mode | setgid)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), file_mode)
+
+
+def _writer_is_alive(tag: str, modified: float) -> bool:
+    """Whether the writer named in a hidden copy's ``tag`` may still be writing it.
+
+    A writer on this machine is alive while its process is; one on another machine while its copy is
+    younger than an hour; a copy that names no writer (older labelspace versions) is stale.
+    """
+    match = _WRITER_TAG.match(tag)
+    if match is None:
+        return False
+    if match["host"] != _HOST:
+        return time.time() - modified < _FOREIGN_STALE_SECONDS
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else (EPERM)
+        return True
+    return True
+
+
+def _hidden_copies(folder: Path) -> list[tuple[str, str, str, Path]]:
+    """(name, kind, tag, path) of every hidden copy in ``folder`` (one listing; [] when it cannot be listed)."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing if entry.name[0] == "."]
+    except OSError:
+        return []
+    found = []
+    for entry, is_folder in entries:
+        match = _HIDDEN_COPY.match(entry)
+        legacy_file = None if is_folder else _LEGACY_TEXT_TMP.match(entry)
+        if match and (_WRITER_TAG.match(match["tag"]) or (is_folder and _LEGACY_TAG.match(match["tag"]))):
+            found.append((match["name"], match["kind"], match["tag"], folder / entry))
+        elif legacy_file:
+            found.append((legacy_file["name"], "tmp", "", folder / entry))
+    return found
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover if we may (a reader of someone else's model folder may not: it stays)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _restore(name: str, copies: list[tuple[str, str, str, Path]], folder: Path) -> str | None:
+    """Put back ``folder/name`` from its newest complete new copy (finish), else its newest old copy (roll back)."""
+    target = folder / name
+    for kind, outcome in (("new", "finished"), ("old", "rolled back")):
+        candidates = [path for copy_name, copy_kind, _, path in copies if copy_name == name and copy_kind == kind]
+        candidates = [path for path in candidates if path.is_dir()]
+        if not candidates:
+            continue
+        newest = max(candidates, key=lambda path: _stat_time(path, "st_ctime"))  # ctime: when it was renamed
+        try:
+            os.rename(newest, target)
+        except FileExistsError:  # a live writer (or another command) put it back meanwhile
+            return None
+        except OSError as error:
+            if os.path.lexists(target):
+                return None
+            message = f"{error.strerror or error}: cannot finish the save a killed process left half done"
+            raise OSError(error.errno, message, str(target)) from error
+        return outcome
+    return None
+
+
+def _recover_in(folder: Path, names: str | None) -> str | None:
+    """Heal the interrupted replaces in ``folder`` (of ``names`` only, or of every name when None)."""
+    copies = [copy for copy in _hidden_copies(folder) if names is None or copy[0] == names]
+    if not copies:
+        return None
+    outcome = None
+    for name in sorted({copy[0] for copy in copies}):
+        mine = [copy for copy in copies if copy[0] == name]
+        if os.path.lexists(folder / name) or not any(kind in ("new", "old") for _, kind, _, _ in mine):
+            continue
+        live = [path for _, kind, tag, path in mine if kind != "tmp" and _writer_is_alive(tag, _stat_time(path))]
+        deadline = time.monotonic() + (_LIVE_WRITER_WAIT_SECONDS if live else 0.0)
+        while not os.path.lexists(folder / name) and time.monotonic() < deadline:
+            time.sleep(0.01)  # a live writer between its two renames finishes in microseconds
+        if not os.path.lexists(folder / name):
+            result = _restore(name, mine, folder)
+            if names is not None:
+                outcome = result
+    for _, _, tag, path in copies:
+        if os.path.lexists(path) and not _writer_is_alive(tag, _stat_time(path)):
+            _remove(path)
+    return outcome
+
+
+def _stat_time(path: Path, field: str = "st_mtime") -> float:
+    try:
+        return float(getattr(path.lstat(), field))
+    except OSError:  # removed meanwhile
+        return 0.0
+
+
+def recover_folder(target: str | os.PathLike[str]) -> str | None:
+    """Finish or roll back a replace of ``target`` (or of a folder inside it) that a killed process left half done.
+
+    A folder is replaced by two renames (`atomic_replace_dir`); a process killed between them leaves no
+    ``target``, only hidden copies beside it. Then the complete new copy (``.NAME.new-*``) is renamed into
+    place, else the old one (``.NAME.old-*``) is renamed back. Hidden leftovers of dead writers beside
+    ``target`` and inside it (``.NAME.tmp-*`` folders and files, old and new copies) are removed; those of
+    a live writer are left alone. A symlinked ``target`` is healed where it points. Safe to call any time:
+    when nothing is wrong it costs a directory listing or two. Returns ``"finished"`` or ``"rolled back"``
+    when ``target`` was put back, else None.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> (run / ".model.old-0f0f0f-1-xyz").mkdir()  # killed between the two renames, nothing new yet
+        >>> recover_folder(run / "model"), sorted(path.name for path in run.iterdir())
+        ('rolled back', ['model'])
+    """
+    path = Path(os.path.realpath(Path(target).expanduser()))
+    outcome = _recover_in(path.parent, path.name)
+    if path.is_dir():
+        _recover_in(path, None)
+    return outcome
+
+
 def atomic_replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` folder to ``target``, replacing an existing ``target`` atomically where possible."""
-    if not target.exists():
+    """Move the finished ``tmp`` folder to ``target``, replacing an existing ``target`` by two renames.
+
+    ``tmp`` is first renamed to a hidden ``.NAME.new-*`` (which marks it complete), ``target`` to
+    ``.NAME.old-*``, then the new copy to ``target``; a process killed between those renames leaves what
+    `recover_folder` finishes or rolls back. ``target`` must not be a symlink (pass where it points).
+    """
+    if not os.path.lexists(target):
         os.replace(tmp, target)
         return
-    backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(target, backup)
+    tag = tmp.name.rsplit("-", 1)[-1] if tmp.name.startswith(f".{target.name}.tmp-") else uuid.uuid4().hex[:8]
+    new = target.parent / f"{hidden_copy_prefix(target, 'new')}{tag}"
+    old = target.parent / f"{hidden_copy_prefix(target, 'old')}{tag}"
+    os.replace(tmp, new)
     try:
-        os.replace(tmp, target)
+        os.replace(target, old)
     except BaseException:
-        os.replace(backup, target)
+        shutil.rmtree(new, ignore_errors=True)
         raise
-    shutil.rmtree(backup, ignore_errors=True)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_folder_atomically(
@@ -170,27 +411,44 @@ def save_folder_atomically(
 ) -> Path:
     """Build a folder with ``write(tmp_folder)`` beside ``path``, then rename it to ``path``; return ``path``.
 
-    Refuses to replace an existing non-empty folder unless ``overwrite``. A failure leaves ``path`` as it was.
+    Refuses to replace an existing non-empty folder unless ``overwrite``. A failure leaves ``path`` as it was;
+    a kill leaves what `recover_folder` heals (it runs first here too). Files get the umask's modes
+    (`set_default_modes`). A symlink ``path`` stays a symlink: the folder it points to is replaced.
+    An OSError while writing reads ``cannot write WHAT folder PATH: reason`` (no hidden temporary names).
     """
     target = Path(path).expanduser().absolute()
-    if target.exists():
-        if not target.is_dir():
+    recover_folder(target)
+    real = Path(os.path.realpath(target))
+    if real.exists():
+        if not real.is_dir():
             raise FileExistsError(f"cannot save {what} to {str(target)!r}: it exists and is not a folder")
-        if any(target.iterdir()) and not overwrite:
+        if any(real.iterdir()) and not overwrite:
             raise FileExistsError(
                 f"cannot save {what} to {str(target)!r}: the folder exists and is not empty "
                 "(pass overwrite=True to replace it)"
             )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        os.chmod(tmp, 0o755)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=hidden_copy_prefix(real), dir=real.parent))
+    except OSError as error:
+        raise _cannot_write(error, what, target) from error
+    try:
         write(tmp)
-        atomic_replace_dir(tmp, target)
-    except BaseException:
+        set_default_modes(tmp)
+        atomic_replace_dir(tmp, real)
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _cannot_write(error, what, target) from error
         raise
     return target
+
+
+def _cannot_write(error: OSError, what: str, target: Path) -> OSError:
+    """``error`` (same type) as ``cannot write WHAT folder TARGET: reason``: no errno, no hidden temporary names."""
+    reason = (error.strerror or str(error) or type(error).__name__).lower()
+    kind = type(error) if type(error).__module__ == "builtins" else OSError  # library errors take other arguments
+    return kind(f"cannot write {what} folder {target}: {reason}")
 
 
 class Encoder(nn.Module):
@@ -256,6 +514,7 @@ class Encoder(nn.Module):
 
         if pooling is not None:
             _check_pooling(pooling)
+        recover_folder(name_or_path)  # a local folder whose replace a killed save left half done
         source = resolve_model_path(name_or_path)
         if isinstance(source, str):
             source = hub_model_folder(source)
@@ -272,6 +531,7 @@ class Encoder(nn.Module):
             max_seq_length = _read_json(st_config).get("max_seq_length")
         load_from = str(weights)
         load_kwargs: dict[str, Any] = {"local_files_only": True}
+        check_encoder_weights(weights)  # a damaged file is one line naming it, not a SafetensorError traceback
         model = AutoModel.from_pretrained(load_from, use_safetensors=True, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(load_from, **load_kwargs)
         return cls(

@@ -13,7 +13,9 @@ target and renames it into place.
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from torch import nn
 
 from labelspace.data.labels import LabelSet
 from labelspace.evaluation.thresholds import apply_decision_rule, label_positions
-from labelspace.models.encoder import Encoder, save_folder_atomically
+from labelspace.models.encoder import Encoder, recover_folder, save_folder_atomically
+from labelspace.models.folder_io import read_json
+from labelspace.models.heads import CONFIG_FILE as HEAD_CONFIG_FILE
 from labelspace.models.heads import ClassificationHead
 
 __all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel", "default_decision_rule"]
@@ -54,6 +58,44 @@ def _as_label_set(labels: LabelSet | Sequence[str] | None) -> LabelSet | None:
     if isinstance(labels, str):
         raise ValueError("labels must be a LabelSet or a list of label names, not a single string")
     return LabelSet(list(labels))
+
+
+def _config_labels(config: dict[str, Any], config_path: Path) -> LabelSet | None:
+    """The label set that ``labelspace.json`` lists (None for an embedding-only model); errors name the file."""
+    labels = config.get("labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, list):
+        raise ValueError(f"{config_path}: 'labels' must be a list of label names (or null), got {reprlib.repr(labels)}")
+    try:
+        return LabelSet(labels)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{config_path}: 'labels': {error}") from error
+
+
+def _config_decisions(config: dict[str, Any], config_path: Path, num_labels: int) -> dict[str, Any]:
+    """Thresholds, decision rule, top_k and metadata of ``labelspace.json``, checked; errors name the file."""
+    thresholds = config.get("thresholds")
+    if thresholds is not None:
+        numbers = isinstance(thresholds, list) and all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            for value in thresholds
+        )
+        if not numbers or len(thresholds) != num_labels:
+            raise ValueError(
+                f"{config_path}: 'thresholds' must be a list of {num_labels} finite numbers (one per label), "
+                f"got {reprlib.repr(thresholds)}"
+            )
+    rule = config.get("decision_rule")
+    if rule is not None and rule not in DECISION_RULES:
+        raise ValueError(f"{config_path}: 'decision_rule' must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
+    top_k = config.get("top_k", 1)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"{config_path}: 'top_k' must be a positive integer, got {top_k!r}")
+    metadata = config.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"{config_path}: 'metadata' must be a JSON object (or null), got {reprlib.repr(metadata)}")
+    return {"thresholds": thresholds, "decision_rule": rule, "top_k": top_k, "metadata": metadata or {}}
 
 
 class LabelspaceModel(nn.Module):
@@ -140,6 +182,7 @@ class LabelspaceModel(nn.Module):
         is given, a new head of kind ``head_kind`` is initialised (with ``seed`` when given).
         """
         path = Path(os.fspath(name_or_path)).expanduser()
+        recover_folder(path)  # a replace of a local folder that a killed save left half done
         config_path = path / CONFIG_FILE
         if path.is_dir() and config_path.is_file():
             model = cls._load_folder(path, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length)
@@ -168,26 +211,30 @@ class LabelspaceModel(nn.Module):
     @classmethod
     def _load_folder(cls, path: Path, **encoder_options: Any) -> LabelspaceModel:
         config_path = path / CONFIG_FILE
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+        config = read_json(config_path, expected="a labelspace model config")
         if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
             raise ValueError(f"{config_path} is not a labelspace model config (expected format {CONFIG_FORMAT!r})")
         if config.get("version") != CONFIG_VERSION:
             raise ValueError(f"{config_path}: unsupported version {config.get('version')!r} (reads {CONFIG_VERSION})")
+        label_set = _config_labels(config, config_path)
+        options = _config_decisions(config, config_path, 0 if label_set is None else len(label_set))
         encoder = Encoder.from_pretrained(path, **encoder_options)
-        label_set = LabelSet(config["labels"]) if config.get("labels") is not None else None
         head = ClassificationHead.load(path) if config.get("head") is not None else None
-        return cls(
-            encoder,
-            head,
-            label_set,
-            thresholds=config.get("thresholds"),
-            decision_rule=config.get("decision_rule"),
-            top_k=int(config.get("top_k", 1)),
-            metadata=config.get("metadata") or {},
-        )
+        if head is not None:
+            head_config = path / HEAD_CONFIG_FILE
+            if label_set is None:
+                raise ValueError(f"{config_path}: 'labels' is null, but the model has a head ({head_config})")
+            if head.num_labels != len(label_set):
+                raise ValueError(
+                    f"{head_config}: the head has {head.num_labels} outputs, but {config_path} lists "
+                    f"{len(label_set)} labels (expected one output per label)"
+                )
+            if head.input_dim != encoder.dimension:
+                raise ValueError(
+                    f"{head_config}: the head expects {head.input_dim}-d embeddings, but the encoder in {path} "
+                    f"gives {encoder.dimension}-d ones"
+                )
+        return cls(encoder, head, label_set, **options)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -18,13 +18,15 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from labelspace.models.encoder import save_folder_atomically
+from labelspace.models.folder_io import read_json, read_safetensors
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -41,6 +43,9 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
+#: The tensors every ``rng.safetensors`` holds (CUDA generator states only where CUDA was used).
+RNG_KEYS = ("torch_cpu", "numpy_keys")
+_OPTIMIZER_KEY = re.compile(r"^state\.\d+\..+$")
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -120,37 +125,47 @@ def write_checkpoint(
     """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     target = checkpoints_dir / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.tmp-", dir=checkpoints_dir))
-    try:
-        write_model(tmp)
+
+    def write(folder: Path) -> None:
+        write_model(folder)
         optimizer_tensors, optimizer_rest = optimizer_to_tensors(optimizer)
-        save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
+        save_file(optimizer_tensors, str(folder / OPTIMIZER_FILE))
         rng_tensors, rng_rest = rng_state()
-        save_file(rng_tensors, str(tmp / RNG_FILE))
+        save_file(rng_tensors, str(folder / RNG_FILE))
         payload = dict(state, optimizer=optimizer_rest, rng=rng_rest, format="labelspace.checkpoint", version=1)
-        (tmp / STATE_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (folder / STATE_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
+
+    save_folder_atomically(target, write, overwrite=True, what="the checkpoint")
     return target
 
 
 def read_checkpoint_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
-    """(JSON state, optimizer state dict, RNG tensors) of a checkpoint folder."""
+    """(JSON state, optimizer state dict, RNG tensors) of a checkpoint folder.
+
+    Only JSON and safetensors are read (nothing is unpickled); a damaged or foreign file is a
+    ValueError naming it (`labelspace.models.folder_io`).
+    """
     path = folder / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a labelspace checkpoint: {STATE_FILE} is missing")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if state.get("format") != "labelspace.checkpoint":
+    state = read_json(path, expected="a labelspace checkpoint state")
+    if not isinstance(state, dict) or state.get("format") != "labelspace.checkpoint":
         raise ValueError(f"{path} is not a labelspace checkpoint state")
-    optimizer_state = optimizer_from_tensors(load_file(str(folder / OPTIMIZER_FILE)), state["optimizer"])
-    return state, optimizer_state, load_file(str(folder / RNG_FILE))
+    if not isinstance(state.get("optimizer"), dict) or not isinstance(state["optimizer"].get("param_groups"), list):
+        raise ValueError(f"{path}: 'optimizer' lacks its 'param_groups' (expected a labelspace checkpoint state)")
+    optimizer_path = folder / OPTIMIZER_FILE
+    optimizer_tensors = read_safetensors(optimizer_path, what="the optimizer state")
+    foreign = sorted(key for key in optimizer_tensors if not _OPTIMIZER_KEY.match(key))
+    if foreign:
+        raise ValueError(
+            f"{optimizer_path}: tensor {foreign[0]!r} is not an optimizer state entry (expected 'state.INDEX.NAME')"
+        )
+    rng_path = folder / RNG_FILE
+    rng_tensors = read_safetensors(rng_path, what="the random generator state")
+    missing = [key for key in RNG_KEYS if key not in rng_tensors]
+    if missing:
+        raise ValueError(f"{rng_path}: no tensor {missing[0]!r} (expected the random generator states of a checkpoint)")
+    return state, optimizer_from_tensors(optimizer_tensors, state["optimizer"]), rng_tensors
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
