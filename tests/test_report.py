@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,30 +73,19 @@ def test_without_embeddings_the_projection_is_a_note(tmp_path):
     assert "projection skipped" in text
 
 
-class _HalfWriter:
-    """A file whose write stores half the data, then fails like a full disk."""
-
-    def __init__(self, file) -> None:
-        self.file = file
-
-    def __enter__(self) -> _HalfWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
-
-    def write(self, data: str) -> None:
-        self.file.write(data[: len(data) // 2])
-        raise OSError("disk full")
+def _half_write_bytes(self: Path, data: bytes) -> int:
+    """Path.write_bytes that stores half the data, then fails like a full disk."""
+    with open(self, "wb") as file:
+        file.write(data[: len(data) // 2])
+    raise OSError("disk full")
 
 
 def test_atomic_write_keeps_the_old_report_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     y_true, scores, embeddings = _data(labels=3)
     target = tmp_path / "report.html"
     target.write_text("old report", encoding="utf-8")
-    real_fdopen = os.fdopen
     with monkeypatch.context() as patch:
-        patch.setattr(os, "fdopen", lambda handle, *args, **kwargs: _HalfWriter(real_fdopen(handle, *args, **kwargs)))
+        patch.setattr(Path, "write_bytes", _half_write_bytes)
         with pytest.raises(OSError, match="disk full"):
             write_report(target, label_names=["a", "b", "c"], y_true=y_true, probabilities=scores, thresholds=0.5)
     assert target.read_text(encoding="utf-8") == "old report"

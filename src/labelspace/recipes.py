@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelspace.files import read_text
+
 __all__ = [
     "ALL_LOSSES",
     "HEAD_LOSSES",
@@ -187,7 +189,7 @@ class TrainConfig:
 
         path = Path(path)
         try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            content = yaml.safe_load(read_text(path, expected="YAML settings"))
         except FileNotFoundError as error:
             raise ValueError(f"{path}: config file not found") from error
         except yaml.YAMLError as error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from rich.table import Table
 
 from labelspace.commands.paths import check_output_path
 from labelspace.commands.train import load_dataset, metrics_table, warn_dropped_labels
+from labelspace.files import atomic_write_text
 
 __all__ = [
     "EVALUATE_EPILOG",
@@ -166,25 +166,6 @@ def _probabilities_and_embeddings(
     return probabilities.float().cpu().numpy(), embeddings
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename; the file gets the umask's mode.
-
-    A kill leaves at most a hidden ``.NAME.tmp-*`` file beside ``path``, which `recover_folder` removes.
-    """
-    from labelspace.models.encoder import hidden_copy_prefix, set_default_modes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=hidden_copy_prefix(path), dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        set_default_modes(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _save_model_config(model: Any, folder: Path) -> None:
     """Rewrite only the model folder's ``labelspace.json`` (thresholds, decision rule, metadata), atomically.
 
@@ -193,7 +174,7 @@ def _save_model_config(model: Any, folder: Path) -> None:
     """
     from labelspace.models.model import CONFIG_FILE
 
-    _atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
 
 
 def parse_label_values(items: Iterable[str], option: str) -> dict[str, float]:
@@ -474,7 +455,7 @@ def register(app: typer.Typer) -> None:
             console.print(_embedding_table(scores, title))
             if json_path is not None:
                 text = json.dumps({**about, **_json_safe(scores)}, indent=2, ensure_ascii=False)
-                _atomic_write_text(json_path, text + "\n")
+                atomic_write_text(json_path, text + "\n")
                 console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
             return
         dataset = _load_labeled(data, options, model.label_set, unknown_labels)
@@ -497,7 +478,7 @@ def register(app: typer.Typer) -> None:
             result["retrieval"] = {"relevance": relevance, **_json_safe(found)}
             console.print(_embedding_table(found, f"retrieval, relevance {relevance}"))
         if json_path is not None:
-            _atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(json_path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
             console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
         if report is not None:
             write_report(
@@ -709,5 +690,5 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.write(line + "\n")
             sys.stdout.flush()
             return
-        _atomic_write_text(output, "".join(line + "\n" for line in lines))
+        atomic_write_text(output, "".join(line + "\n" for line in lines))
         console.print(f"wrote {len(items)} predictions to {output}", soft_wrap=True, highlight=False)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from labelspace.files import atomic_write_text, read_text
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -124,16 +126,13 @@ class LabelSet:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the label set as JSON (atomically: temporary file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LabelSet:
         """Read a label set from JSON (``save``) or a plain text file with one name a line."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path, expected="a label set (JSON, or one label name a line)")
         if path.suffix == ".json":
             return cls.from_json(text)
         return cls.from_labels_file(path)
@@ -145,7 +144,7 @@ class LabelSet:
 
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_text(path, expected="one label name a line")
         except FileNotFoundError:
             raise DataFormatError(path, None, None, "labels file not found") from None
         lines = text.splitlines()

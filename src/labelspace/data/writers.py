@@ -17,12 +17,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
 from labelspace.data.readers import EXTENSIONS
+from labelspace.files import atomic_write
 
 
 def _columns(dataset: LabeledDataset | PairDataset | TripletDataset, list_labels: bool) -> dict[str, list[Any]]:
@@ -59,24 +59,21 @@ def save(dataset: LabeledDataset | PairDataset | TripletDataset, path: str | os.
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = _columns(dataset, list_labels=file_format in ("jsonl", "parquet"))
     names = list(columns)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+
+    def write(temporary: Path) -> None:
         if file_format == "parquet":
-            os.close(handle)
             import pandas as pd
 
             pd.DataFrame(columns).to_parquet(temporary, index=False)
-        else:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as output:
-                rows = zip(*columns.values(), strict=True)
-                if file_format == "jsonl":
-                    for row in rows:
-                        output.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
-                else:
-                    writer = csv.writer(output, delimiter="," if file_format == "csv" else "\t", lineterminator="\n")
-                    writer.writerow(names)
-                    writer.writerows(rows)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+            return
+        with temporary.open("w", encoding="utf-8", newline="") as output:
+            rows = zip(*columns.values(), strict=True)
+            if file_format == "jsonl":
+                for row in rows:
+                    output.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
+            else:
+                writer = csv.writer(output, delimiter="," if file_format == "csv" else "\t", lineterminator="\n")
+                writer.writerow(names)
+                writer.writerows(rows)
+
+    atomic_write(path, write)

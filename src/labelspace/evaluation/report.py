@@ -29,7 +29,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from labelspace.evaluation.classification import (
     check_thresholds,
     classification_report,
 )
+from labelspace.files import atomic_write_text
 
 __all__ = ["SECTION_TITLES", "decision_report", "write_report"]
 
@@ -368,19 +368,6 @@ def _comparison_table(comparisons: Mapping[str, Mapping[str, Any]]) -> str:
     return _table(["", *present], rows)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     path: str | os.PathLike[str],
     *,
@@ -485,5 +472,5 @@ def write_report(
         ]
     parts.append("</body></html>\n")
     target = Path(path)
-    _atomic_write_text(target, "\n".join(parts))
+    atomic_write_text(target, "\n".join(parts))
     return target

@@ -7,14 +7,11 @@ as is. Only safetensors and JSON are ever read back (no pickle).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
 import re
 import shutil
-import socket
-import stat
 import tempfile
 import time
 import uuid
@@ -27,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labelspace.files import HOST_TAG, hidden_copy_prefix, set_default_modes
 from labelspace.models.folder_io import check_encoder_weights, read_json
 
 __all__ = ["POOLING_MODES", "Encoder", "resolve_model_path"]
@@ -197,57 +195,10 @@ _WRITER_TAG = re.compile(r"^(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]+$")
 #: ``.NAME.XXXXXXXX.tmp`` files (8 characters of `tempfile` or `uuid`). Anything else is not ours and is kept.
 _LEGACY_TAG = re.compile(r"^[a-z0-9_]{8}$")
 _LEGACY_TEXT_TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
-_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
 #: A writer on another machine (a shared file system) is taken to be dead once its copy is this old.
 _FOREIGN_STALE_SECONDS = 3600.0
 #: How long `recover_folder` waits for a live writer that is between its two renames.
 _LIVE_WRITER_WAIT_SECONDS = 2.0
-
-
-def hidden_copy_prefix(target: Path, kind: str = "tmp") -> str:
-    """The name prefix of a hidden ``kind`` copy of ``target`` (``.NAME.tmp-HOST-PID-``) for `tempfile`.
-
-    It names this process, so `recover_folder` leaves the copy alone while this process lives.
-
-    Example:
-        >>> hidden_copy_prefix(Path("runs/x/model")).startswith(".model.tmp-")
-        True
-    """
-    return f".{target.name}.{kind}-{_HOST}-{os.getpid()}-"
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux), else by setting it back."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def set_default_modes(path: str | os.PathLike[str]) -> None:
-    """Give ``path`` (a file, or a folder and everything in it) the modes the umask gives new files and folders.
-
-    safetensors writes its files 0600 and ``tempfile`` makes 0700 folders and 0600 files; after this a
-    model folder's weights are as readable as its JSON files (0644 and 0755 under umask 022).
-    """
-    umask = current_umask()
-    file_mode, folder_mode = 0o666 & ~umask, 0o777 & ~umask
-    root = Path(path)
-    if not root.is_dir() or root.is_symlink():
-        os.chmod(root, file_mode)
-        return
-    for folder, _, files in os.walk(root):  # symlinked folders are listed but not entered
-        setgid = os.stat(folder).st_mode & stat.S_ISGID  # kept: a shared group folder stays one
-        os.chmod(folder, folder_mode | setgid)
-        for name in files:
-            if not os.path.islink(os.path.join(folder, name)):
-                os.chmod(os.path.join(folder, name), file_mode)
 
 
 def _writer_is_alive(tag: str, modified: float) -> bool:
@@ -259,7 +210,7 @@ def _writer_is_alive(tag: str, modified: float) -> bool:
     match = _WRITER_TAG.match(tag)
     if match is None:
         return False
-    if match["host"] != _HOST:
+    if match["host"] != HOST_TAG:
         return time.time() - modified < _FOREIGN_STALE_SECONDS
     pid = int(match["pid"])
     if pid == os.getpid():

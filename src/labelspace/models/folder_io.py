@@ -36,6 +36,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labelspace.files import read_text
+
 if TYPE_CHECKING:
     import torch
 
@@ -208,21 +210,7 @@ def read_json(path: str | os.PathLike[str], *, expected: str = "JSON") -> Any:
         ValueError: .../labelspace.json:1: byte 0xe9 at byte 17 of the line is not valid UTF-8 (expected a ...
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected {expected})")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder (expected a file holding {expected})")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        byte = raw[error.start : error.start + 1].hex()
-        raise ValueError(
-            f"{path}:{line}: byte 0x{byte} at byte {column} of the line is not valid UTF-8 (expected {expected}, "
-            "in UTF-8)"
-        ) from None
+    text = read_text(path, expected=expected)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

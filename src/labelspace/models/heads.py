@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
+from labelspace.files import atomic_write, atomic_write_text
 from labelspace.losses.head import BCEHeadLoss, HeadLoss, RegressionHeadLoss, SoftmaxHeadLoss
 from labelspace.models.folder_io import read_json, read_safetensors
 
@@ -185,24 +186,16 @@ class ClassificationHead(torch.nn.Module):
     def save(self, folder: str | os.PathLike[str]) -> None:
         """Write ``head.safetensors`` and ``head_config.json`` into ``folder`` (created if needed), atomically.
 
-        Each file is written to a temporary name and renamed into place, so a crash never leaves a
-        half-written file under the final name.
+        Each file goes through `labelspace.files.atomic_write` (a hidden temporary name, then a
+        rename), so a crash never leaves a half-written file under the final name, and both get the
+        umask's mode.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: value.detach().cpu().contiguous() for name, value in self.state_dict().items()}
-        weights = folder / WEIGHTS_FILE
-        config = folder / CONFIG_FILE
-        weights_tmp = weights.with_name(weights.name + ".tmp")
-        config_tmp = config.with_name(config.name + ".tmp")
-        try:
-            save_file(tensors, str(weights_tmp), metadata={"format": "pt", "head": CONFIG_FORMAT})
-            config_tmp.write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
-            os.replace(weights_tmp, weights)
-            os.replace(config_tmp, config)
-        finally:
-            for leftover in (weights_tmp, config_tmp):
-                leftover.unlink(missing_ok=True)
+        metadata = {"format": "pt", "head": CONFIG_FORMAT}
+        atomic_write(folder / WEIGHTS_FILE, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config(), indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> ClassificationHead:
