@@ -119,8 +119,8 @@ def check_columns(columns: Sequence[torch.Tensor]) -> None:
 
     An empty batch is allowed here: the text losses give it a zero loss.
     """
-    names = ["anchors", "positives", *(f"negatives[{k}]" for k in range(len(columns) - 2))]
-    for name, column in zip(names, columns, strict=True):
+    for position, column in enumerate(columns):  # a few columns, not items
+        name = ("anchors", "positives")[position] if position < 2 else f"negatives[{position - 2}]"
         check_embeddings(column, name, allow_empty=True)
 
 
