@@ -31,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 
 Rule = Literal["overlap", "jaccard", "exact"]
@@ -41,6 +43,7 @@ IndicesTuple = (
     tuple[torch.Tensor, torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 )
 RULES = ("overlap", "jaccard", "exact")
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -64,13 +67,210 @@ def _check_labels(labels: torch.Tensor) -> torch.Tensor:
 def _check_rule(rule: str, min_shared: int, pos_threshold: float, neg_threshold: float) -> None:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    if min_shared < 1:
-        raise ValueError(f"min_shared must be at least 1, got {min_shared}")
+    if isinstance(min_shared, bool) or not isinstance(min_shared, int) or min_shared < 1:
+        raise ValueError(f"min_shared must be an integer of at least 1, got {min_shared!r}")
     if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
         raise ValueError(
             f"expected 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold={neg_threshold}, "
             f"pos_threshold={pos_threshold}"
         )
+
+
+def jaccard_similarity(shared: Array, query_counts: Array, reference_counts: Array) -> Array:
+    """|A ∩ B| / |A ∪ B| from shared-label counts and label counts (0 where both sets are empty).
+
+    Works elementwise on torch tensors and numpy arrays alike (broadcasting as they do), so the
+    dense batch masks, the sparse pair sampler of `labelspace.data.convert` and retrieval
+    relevance all compute Jaccard here.
+
+    Example:
+        >>> import numpy as np
+        >>> jaccard_similarity(np.array([1, 0, 2]), np.array([2, 0, 2]), np.array([1, 0, 3])).tolist()
+        [0.5, 0.0, 0.6666666666666666]
+    """
+    union = query_counts + reference_counts - shared
+    if isinstance(union, torch.Tensor):
+        shared = shared.to(torch.float64) if shared.dtype == torch.float64 else shared.to(torch.float32)
+        return torch.where(union > 0, shared / union.clamp(min=1), torch.zeros_like(shared))
+    shared = np.asarray(shared, dtype=np.float64)
+    return np.divide(shared, union, out=np.zeros(np.shape(shared), dtype=np.float64), where=np.asarray(union) > 0)
+
+
+@dataclass(frozen=True)
+class RelationRule:
+    """The one place where overlap / jaccard / exact decide which pairs are positives and negatives.
+
+    Every part of labelspace that relates two label sets calls a rule: the metric losses and
+    miners (`resolve`), the text losses' multi-label false-negative masks (`false_negative_mask`),
+    the pair and triplet conversion of `labelspace.data.convert` (`decide` on sparse overlaps) and
+    retrieval relevance in `labelspace.evaluation.retrieval`. Rules (``shared`` = labels two
+    items have in common, Jaccard = shared / union):
+
+    - ``overlap`` (default): positive when ``shared >= min_shared``, negative when ``shared == 0``.
+    - ``jaccard``: positive when Jaccard >= ``pos_threshold``, negative when Jaccard <=
+      ``neg_threshold``, neither in between; the weight of a pair is its Jaccard.
+    - ``exact``: positive when the two label sets are equal and not empty, negative when ``shared == 0``.
+
+    With 1-D class ids two items share their one label when their ids are equal: positive when
+    equal, negative otherwise, whatever the rule.
+
+    Args:
+        rule: ``"overlap"``, ``"jaccard"`` or ``"exact"``.
+        min_shared: labels a positive pair shares at least (``overlap``).
+        pos_threshold, neg_threshold: Jaccard bounds of positives and negatives (``jaccard``).
+
+    Example:
+        >>> import torch
+        >>> rule = RelationRule("jaccard", pos_threshold=0.5)
+        >>> rule.resolve(torch.tensor([[1, 1], [1, 0]]), None, torch.zeros(2, 3)).positive.tolist()
+        [[False, True], [True, False]]
+        >>> RelationRule.of("exact") == RelationRule("exact")
+        True
+    """
+
+    rule: Rule = "overlap"
+    min_shared: int = 1
+    pos_threshold: float = 0.5
+    neg_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_rule(self.rule, self.min_shared, self.pos_threshold, self.neg_threshold)
+
+    @classmethod
+    def of(
+        cls,
+        relation: RelationRule | str | None = None,
+        *,
+        owner: str = "this loss",
+        rule: str | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
+    ) -> RelationRule:
+        """The rule a loss or miner was given: a `RelationRule`, its name as shorthand, or None (overlap).
+
+        ``rule``, ``min_shared``, ``pos_threshold`` and ``neg_threshold`` are the keyword arguments
+        losses and miners took before ``relation=``; they still work for one release, with a
+        DeprecationWarning (``owner`` names the class in it).
+
+        Example:
+            >>> RelationRule.of("jaccard").rule
+            'jaccard'
+            >>> RelationRule.of(None)
+            RelationRule(rule='overlap', min_shared=1, pos_threshold=0.5, neg_threshold=0.0)
+        """
+        legacy = {
+            key: value
+            for key, value in (
+                ("rule", rule),
+                ("min_shared", min_shared),
+                ("pos_threshold", pos_threshold),
+                ("neg_threshold", neg_threshold),
+            )
+            if value is not None
+        }
+        if legacy:
+            if relation is not None:
+                raise ValueError(f"{owner}: give either relation= or the deprecated {', '.join(legacy)}=, not both")
+            settings = ", ".join(f"{key}={value!r}" for key, value in legacy.items())
+            warnings.warn(
+                f"{owner}({settings}) is deprecated; pass relation=RelationRule({settings}) instead",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            return cls(**legacy)
+        if relation is None:
+            return cls()
+        if isinstance(relation, RelationRule):
+            return relation
+        if isinstance(relation, str):
+            if relation not in RULES:
+                raise ValueError(
+                    f"{owner}: relation must be one of {', '.join(RULES)} or a RelationRule; got {relation!r}"
+                )
+            return cls(relation)  # type: ignore[arg-type]
+        raise ValueError(
+            f"{owner}: relation must be a RelationRule or one of {', '.join(RULES)}, got {type(relation).__name__}"
+        )
+
+    def decide(self, shared: Array, query_counts: Array, reference_counts: Array) -> tuple[Array, Array, Array | None]:
+        """``(positive, negative, weight)`` of pairs from their shared-label counts and label counts.
+
+        Elementwise on torch tensors or numpy arrays (``query_counts`` and ``reference_counts``
+        broadcast against ``shared``); ``weight`` is the Jaccard for the ``jaccard`` rule, else None.
+        Self pairs are not excluded here (see `Relation.from_labels`).
+
+        Example:
+            >>> import numpy as np
+            >>> shared, query_counts, reference_counts = np.array([2, 1, 0]), np.array([2, 2, 1]), np.array([2, 1, 1])
+            >>> positive, negative, _ = RelationRule("exact").decide(shared, query_counts, reference_counts)
+            >>> positive.tolist(), negative.tolist()
+            ([True, False, False], [False, False, True])
+        """
+        negative = shared == 0
+        if self.rule == "overlap":
+            return shared >= self.min_shared, negative, None
+        if self.rule == "exact":
+            return (shared == query_counts) & (shared == reference_counts) & (query_counts > 0), negative, None
+        jaccard = jaccard_similarity(shared, query_counts, reference_counts)
+        return jaccard >= self.pos_threshold, jaccard <= self.neg_threshold, jaccard
+
+    def masks(
+        self, query_labels: torch.Tensor, reference_labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(positive, negative, weight)`` of a block of query rows against reference rows (B x B').
+
+        ``reference_labels`` defaults to the queries; self pairs are not excluded here. Labels are
+        1-D class ids or B x num_labels 0/1 matrices (both sides of one kind).
+        """
+        query_labels = _check_labels(query_labels)
+        reference_labels = query_labels if reference_labels is None else _check_labels(reference_labels)
+        if query_labels.dim() != reference_labels.dim():
+            raise ValueError("query and reference labels must both be class ids or both multi-hot matrices")
+        shared = shared_label_counts(query_labels, reference_labels)
+        if query_labels.dim() == 1:
+            same = shared > 0
+            return same, ~same, same.to(torch.float32) if self.rule == "jaccard" else None
+        query_counts = query_labels.to(torch.float32).sum(dim=1)[:, None]
+        reference_counts = reference_labels.to(torch.float32).sum(dim=1)[None, :]
+        return self.decide(shared, query_counts, reference_counts)
+
+    def false_negative_mask(
+        self, query_labels: torch.Tensor, reference_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """B x B' bool: True where a reference may not serve as an in-batch negative of the query.
+
+        That is every pair the rule does not call a negative (positives and the undecided pairs
+        between the thresholds). The text losses mask these candidates out of their softmax.
+        Labels as in `masks`; with ``overlap`` this is "shares at least one label".
+
+        Example:
+            >>> import torch
+            >>> labels = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1]])
+            >>> RelationRule().false_negative_mask(labels).int().tolist()
+            [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+            >>> RelationRule("jaccard", pos_threshold=0.9, neg_threshold=0.5).false_negative_mask(labels).int().tolist()
+            [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+        """
+        _, negative, _ = self.masks(query_labels, reference_labels)
+        return ~negative
+
+    def resolve(
+        self, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None, embeddings: torch.Tensor
+    ) -> Relation:
+        """The relation of the batch of ``embeddings``, on their device (see `resolve_relation`)."""
+        if isinstance(labels, torch.Tensor):
+            labels = labels.to(embeddings.device)
+        relation = resolve_relation(labels, indices_tuple, embeddings.shape[0], rule=self)
+        return relation if relation.device == embeddings.device else relation.to(embeddings.device)
+
+    def describe(self) -> str:
+        """The rule and the settings it uses, for messages: ``rule='overlap' (min_shared=1)``."""
+        if self.rule == "overlap":
+            return f"rule='overlap' (min_shared={self.min_shared})"
+        if self.rule == "jaccard":
+            return f"rule='jaccard' (pos_threshold={self.pos_threshold}, neg_threshold={self.neg_threshold})"
+        return "rule='exact'"
 
 
 def shared_label_counts(labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,34 +326,22 @@ class Relation:
         cls,
         labels: torch.Tensor,
         *,
-        rule: Rule = "overlap",
+        rule: Rule | RelationRule = "overlap",
         min_shared: int = 1,
         pos_threshold: float = 0.5,
         neg_threshold: float = 0.0,
     ) -> Relation:
-        """Build the relation of a batch from 1-D class ids or a B x num_labels 0/1 matrix."""
-        _check_rule(rule, min_shared, pos_threshold, neg_threshold)
-        labels = _check_labels(labels)
-        size = labels.shape[0]
-        not_self = ~torch.eye(size, dtype=torch.bool, device=labels.device)
-        shared = shared_label_counts(labels)
+        """Build the relation of a batch from 1-D class ids or a B x num_labels 0/1 matrix.
+
+        ``rule`` is a `RelationRule`, or a rule name with its settings in the other arguments.
+        """
+        if not isinstance(rule, RelationRule):
+            rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
+        positive, negative, weight = rule.masks(labels)
+        not_self = ~torch.eye(positive.shape[0], dtype=torch.bool, device=positive.device)
         if labels.dim() == 1:
-            same = shared > 0
-            weight = same.to(torch.float32) if rule == "jaccard" else None
-            return cls(same & not_self, ~same, weight)
-        counts = labels.to(torch.float32).sum(dim=1)
-        negative = (shared == 0) & not_self
-        if rule == "overlap":
-            positive = (shared >= min_shared) & not_self
-            return cls(positive, negative)
-        if rule == "exact":
-            equal = (shared == counts[:, None]) & (shared == counts[None, :]) & (counts[:, None] > 0)
-            return cls(equal & not_self, negative)
-        union = counts[:, None] + counts[None, :] - shared
-        jaccard = torch.where(union > 0, shared / union.clamp(min=1), torch.zeros_like(shared))
-        positive = (jaccard >= pos_threshold) & not_self
-        negative = (jaccard <= neg_threshold) & not_self
-        return cls(positive, negative, jaccard)
+            return cls(positive & not_self, negative, weight)  # 1-D: never its own negative either way
+        return cls(positive & not_self, negative & not_self, weight)
 
     @classmethod
     def from_indices_tuple(cls, indices_tuple: IndicesTuple, batch_size: int) -> Relation:
@@ -311,14 +499,15 @@ def resolve_relation(
     indices_tuple: IndicesTuple | None,
     batch_size: int,
     *,
-    rule: Rule = "overlap",
+    rule: Rule | RelationRule = "overlap",
     min_shared: int = 1,
     pos_threshold: float = 0.5,
     neg_threshold: float = 0.0,
 ) -> Relation:
     """The relation a loss or miner works on: from ``indices_tuple`` when given, else from labels.
 
-    As in pytorch-metric-learning, explicit indices take precedence over labels.
+    As in pytorch-metric-learning, explicit indices take precedence over labels. ``rule`` is a
+    `RelationRule`, or a rule name with its settings in the other arguments.
     """
     if labels is not None and not isinstance(labels, (torch.Tensor, Relation)):
         _check_labels(labels)  # raises; also beside an indices_tuple, where a list is a mistake as well
@@ -332,43 +521,6 @@ def resolve_relation(
         return labels
     if labels.shape[0] != batch_size:
         raise ValueError(f"labels have {labels.shape[0]} rows but the batch has {batch_size} embeddings")
-    return Relation.from_labels(
-        labels, rule=rule, min_shared=min_shared, pos_threshold=pos_threshold, neg_threshold=neg_threshold
-    )
-
-
-@dataclass(frozen=True)
-class RelationRule:
-    """How a loss or miner turns multi-hot labels into a `Relation` (checked when built).
-
-    Example:
-        >>> import torch
-        >>> rule = RelationRule("jaccard", pos_threshold=0.5)
-        >>> rule.resolve(torch.tensor([[1, 1], [1, 0]]), None, torch.zeros(2, 3)).positive.tolist()
-        [[False, True], [True, False]]
-    """
-
-    rule: Rule = "overlap"
-    min_shared: int = 1
-    pos_threshold: float = 0.5
-    neg_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_rule(self.rule, self.min_shared, self.pos_threshold, self.neg_threshold)
-
-    def resolve(
-        self, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None, embeddings: torch.Tensor
-    ) -> Relation:
-        """The relation of the batch of ``embeddings``, on their device (see `resolve_relation`)."""
-        if isinstance(labels, torch.Tensor):
-            labels = labels.to(embeddings.device)
-        relation = resolve_relation(
-            labels,
-            indices_tuple,
-            embeddings.shape[0],
-            rule=self.rule,
-            min_shared=self.min_shared,
-            pos_threshold=self.pos_threshold,
-            neg_threshold=self.neg_threshold,
-        )
-        return relation if relation.device == embeddings.device else relation.to(embeddings.device)
+    if not isinstance(rule, RelationRule):
+        rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
+    return Relation.from_labels(labels, rule=rule)

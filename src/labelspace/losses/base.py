@@ -1,20 +1,10 @@
-"""What every metric loss shares: reading labels / relations / indices, and reductions.
+"""What every metric loss shares: reading labels / relations / indices and checking the batch.
 
 A metric loss is called like pytorch-metric-learning's: ``loss(embeddings, labels=None,
 indices_tuple=None)``. ``labels`` is a 1-D tensor of class ids, a B x num_labels 0/1 matrix,
-or a `Relation`; ``indices_tuple`` (from a miner) takes precedence when given. Subclasses
-implement `compute` on the resolved inputs and return per-element loss values, which a
-reduction turns into a scalar.
-
-Reductions (the ``reduction`` argument), matching pytorch-metric-learning's reducers:
-
-- ``"mean"``: mean over all elements (`MeanReducer`).
-- ``"mean_nonzero"``: mean over the elements greater than zero (`AvgNonZeroReducer`).
-- ``"sum"``: sum of the elements.
-- ``"none"``: the unreduced per-element tensor.
-
-When there is nothing to average (no pairs, no positive element), the loss is
-``0 * embeddings.sum()``: zero, still attached to the graph, never NaN.
+or a `Relation`; ``indices_tuple`` (from a miner) takes precedence when given. The relation
+comes from the loss's `RelationRule` (``relation=``), the reduction from
+`labelspace.losses.reduction`, the half-precision upcast from `labelspace.precision`.
 
 Bad batches are refused the same way by every metric loss and miner (`check_embeddings`,
 `labelspace.relations.resolve_relation`): an empty batch, NaN or inf embeddings (the error
@@ -30,48 +20,27 @@ from typing import Literal
 import torch
 
 from labelspace.distances import BaseDistance
+from labelspace.losses.reduction import REDUCTIONS, Reduction, check_reduction, reduce, reduce_pair_losses, zero_loss
+from labelspace.precision import upcast_half
 from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
-Reduction = Literal["mean", "mean_nonzero", "sum", "none"]
-REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
+# The upcast's name before it moved to labelspace.precision (one release of overlap).
+compute_input = upcast_half
+
+__all__ = [
+    "REDUCTIONS",
+    "MetricLoss",
+    "Reduction",
+    "check_embeddings",
+    "compute_input",
+    "reduce",
+    "reduce_pair_losses",
+    "upcast_half",
+    "zero_loss",
+]
+
 PositiveWeighting = Literal["none", "jaccard"]
 POSITIVE_WEIGHTINGS = ("none", "jaccard")
-
-
-def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
-    """A zero in the embeddings' dtype that keeps the graph (and a zero gradient) through them."""
-    return (embeddings * 0).sum()
-
-
-def compute_input(embeddings: torch.Tensor) -> torch.Tensor:
-    """The embeddings a loss computes with: half precision is lifted to float32, other dtypes kept.
-
-    exp and cdist in float16/bfloat16 overflow or lack CPU kernels. The float32 gradient is
-    saturated to the half type's finite range before it is cast back: a zero embedding's L2
-    normalisation has a gradient of order 1 / eps = 1e12, which float16 would turn into inf.
-    """
-    if not embeddings.dtype.is_floating_point:
-        raise ValueError(f"embeddings must be a floating point tensor, got dtype {embeddings.dtype}")
-    if embeddings.dtype not in (torch.float16, torch.bfloat16):
-        return embeddings
-    work = embeddings.float()
-    if work.requires_grad:
-        largest = torch.finfo(embeddings.dtype).max
-        work.register_hook(lambda grad: grad.clamp(-largest, largest))
-    return work
-
-
-def reduce(values: torch.Tensor, reduction: Reduction, embeddings: torch.Tensor) -> torch.Tensor:
-    """Reduce per-element losses as pytorch-metric-learning's reducer of the same meaning."""
-    if reduction == "none":
-        return values
-    if reduction == "sum":
-        return values.sum() if values.numel() else zero_loss(embeddings)
-    if reduction == "mean_nonzero":
-        values = values[values > 0]
-    if values.numel() == 0:
-        return zero_loss(embeddings)
-    return values.mean()
 
 
 # Non-finite rows named in the error message; more are counted, not listed.
@@ -158,41 +127,6 @@ def positive_weights(
     )
 
 
-def reduce_pair_losses(
-    losses: torch.Tensor,
-    reduction: Reduction,
-    *,
-    mask: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Reduce non-negative per-pair losses like pytorch-metric-learning's reducers, optionally weighted.
-
-    ``losses`` is either a 1-D tensor of per-pair losses (``mask`` None) or a B x B matrix that is
-    zero outside ``mask``; ``weight`` has the shape of ``losses``. ``"mean"`` is sum(w l) / sum(w)
-    over the pairs, ``"mean_nonzero"`` the same over the pairs with l > 0, ``"sum"`` is sum(w l);
-    with no pair to average (or zero total weight) the result is 0, still attached to the graph, never NaN.
-    """
-    weighted = losses if weight is None else losses * weight
-    if reduction == "none":
-        return weighted if mask is None else weighted[mask]
-    total = weighted.sum()
-    if reduction == "sum":
-        return total
-    if reduction == "mean_nonzero":
-        counted = losses > 0  # losses are zero outside the mask, so this lies inside it
-    elif reduction == "mean":
-        counted = mask if mask is not None else torch.ones_like(losses, dtype=torch.bool)
-    else:  # pragma: no cover - validated in MetricLoss.__init__
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
-    if weight is None:
-        denominator = counted.sum()
-    else:
-        denominator = torch.where(counted, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)).sum()
-    denominator = denominator.to(total.dtype)
-    # No pair counted: total is 0 too (its gradient is 0), so dividing by 1 gives the zero loss without a sync.
-    return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-
-
 # Row-blocked losses process about this many elements at a time on CPU, so temporaries stay in cache.
 BLOCK_ELEMENTS = 1 << 20
 
@@ -215,9 +149,10 @@ class MetricLoss(torch.nn.Module):
     Args:
         distance: the distance or similarity the loss works in (each loss has its default).
         reduction: how per-element losses become one value (each loss has its default).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a
-            `Relation` (see `labelspace.relations`); ignored for 1-D labels and when a
-            Relation or an indices_tuple is given.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``); ignored for 1-D labels and
+            when a Relation or an indices_tuple is given. ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
     """
 
     default_reduction: Reduction = "mean"
@@ -227,18 +162,25 @@ class MetricLoss(torch.nn.Module):
         distance: BaseDistance,
         reduction: Reduction | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__()
         reduction = reduction or self.default_reduction
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
+        check_reduction(reduction)
         self.distance = distance
         self.reduction: Reduction = reduction
-        self.relation_rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
+        self.relation_rule = RelationRule.of(
+            relation,
+            owner=type(self).__name__,
+            rule=rule,
+            min_shared=min_shared,
+            pos_threshold=pos_threshold,
+            neg_threshold=neg_threshold,
+        )
 
     def relation(
         self, embeddings: torch.Tensor, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None

@@ -15,30 +15,46 @@ import torch
 
 from labelspace.distances import BaseDistance
 from labelspace.losses.base import check_embeddings
+from labelspace.precision import upcast_half
 from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 
 class BaseMiner(torch.nn.Module):
-    """Base class of labelspace's miners; subclasses implement `mine`."""
+    """Base class of labelspace's miners; subclasses implement `mine` on float32 or float64 embeddings.
+
+    Args:
+        distance: the distance or similarity the miner ranks pairs by.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
+    """
 
     def __init__(
         self,
         distance: BaseDistance,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.distance = distance
-        self.relation_rule = RelationRule(rule, min_shared, pos_threshold, neg_threshold)
+        self.relation_rule = RelationRule.of(
+            relation,
+            owner=type(self).__name__,
+            rule=rule,
+            min_shared=min_shared,
+            pos_threshold=pos_threshold,
+            neg_threshold=neg_threshold,
+        )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | Relation) -> IndicesTuple:
         check_embeddings(embeddings)  # the losses' rule: 2-D, not empty, finite
         with torch.no_grad():
             relation = self.relation_rule.resolve(labels, None, embeddings)
-            return self.mine(embeddings.detach(), relation)
+            return self.mine(upcast_half(embeddings.detach()), relation)
 
     def mine(self, embeddings: torch.Tensor, relation: Relation) -> IndicesTuple:
         raise NotImplementedError
