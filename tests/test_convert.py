@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from labelspace.data.convert import (
     labeled_to_triplets,
     triplets_to_pairs,
 )
+from labelspace.relations import Relation, RelationRule
 
 
 def candidates_drawn(error: pytest.ExceptionInfo) -> int:
@@ -483,6 +485,71 @@ def test_random_datasets_pairs_always_valid(data, rule, min_shared, seed):
         assert positive or negative
         positive_count += positive and not negative
     assert positive_count <= num_positive
+
+
+# --------------------------------------------------------------------------- one rule engine
+
+RELATION_RULES = [
+    pytest.param(RelationRule("overlap"), id="overlap"),
+    pytest.param(RelationRule("overlap", min_shared=2), id="overlap-min2"),
+    pytest.param(RelationRule("jaccard", pos_threshold=0.5), id="jaccard-0.5"),
+    pytest.param(RelationRule("jaccard", pos_threshold=0.6, neg_threshold=0.3), id="jaccard-gap"),
+    pytest.param(RelationRule("exact"), id="exact"),
+]
+
+
+def random_labelled(seed: int, size: int = 60, num_labels: int = 4) -> tuple[LabeledDataset, torch.Tensor]:
+    """Distinct texts with random label sets (some empty, many repeated), and their dense label tensor."""
+    dense = (np.random.default_rng(seed).random((size, num_labels)) < 0.4).astype(np.int64)
+    dataset = LabeledDataset(
+        [f"text {i}" for i in range(size)],
+        LabelMatrix.from_dense(dense),
+        LabelSet([f"l{i}" for i in range(num_labels)]),
+    )
+    return dataset, torch.from_numpy(dense)
+
+
+def item_indices(texts: list[str]) -> torch.Tensor:
+    return torch.tensor([int(text.removeprefix("text ")) for text in texts])
+
+
+@pytest.mark.parametrize("rule", RELATION_RULES)
+@pytest.mark.parametrize("seed", range(3))
+def test_conversions_agree_with_the_batch_relation(rule, seed):
+    """Every sampled positive / negative is one of `Relation.from_labels` on the same items (the same rule)."""
+    dataset, dense = random_labelled(seed)
+    relation = Relation.from_labels(dense, rule=rule)
+    pairs = labeled_to_pairs(dataset, 400, relation=rule, seed=seed)
+    first, second = item_indices(pairs.text1), item_indices(pairs.text2)
+    positive = torch.from_numpy(pairs.scores == 1.0)
+    assert int(positive.sum()) == 200
+    assert relation.positive[first[positive], second[positive]].all()
+    assert relation.negative[first[~positive], second[~positive]].all()
+
+    triplets = labeled_to_triplets(dataset, 100, num_negatives=2, relation=rule, seed=seed)
+    anchors = item_indices(triplets.anchors)
+    negatives = item_indices([text for group in triplets.negatives for text in group]).reshape(-1, 2)
+    assert relation.positive[anchors, item_indices(triplets.positives)].all()
+    assert relation.negative[anchors[:, None], negatives].all()
+
+    anchor_positive = labeled_to_anchor_positive(dataset, 100, relation=rule, seed=seed)
+    assert relation.positive[item_indices(anchor_positive.text1), item_indices(anchor_positive.text2)].all()
+
+    # the same rule spelled with the keyword settings gives the same pairs
+    settings = {"rule": rule.rule, "min_shared": rule.min_shared, "pos_threshold": rule.pos_threshold}
+    same = labeled_to_pairs(dataset, 400, **settings, neg_threshold=rule.neg_threshold, seed=seed)
+    assert (same.text1, same.text2) == (pairs.text1, pairs.text2)
+    jaccard_scores = labeled_to_pairs(dataset, 50, relation=rule.rule, score="jaccard", seed=seed)
+    expected = Relation.from_labels(dense, rule="jaccard").weight
+    scored = expected[item_indices(jaccard_scores.text1), item_indices(jaccard_scores.text2)]
+    assert np.allclose(scored.numpy(), jaccard_scores.scores, atol=1e-6)
+
+
+def test_relation_and_rule_settings_are_exclusive():
+    with pytest.raises(ValueError, match="give either relation= or rule= / min_shared=, not both"):
+        labeled_to_pairs(small(), 4, relation="overlap", rule="overlap", min_shared=1)
+    with pytest.raises(ValueError, match="relation must be one of overlap, jaccard, exact"):
+        labeled_to_triplets(small(), 4, relation="cosine")
 
 
 # --------------------------------------------------------------------------- GoEmotions

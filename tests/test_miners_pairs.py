@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import warnings
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from labelspace.losses.metric.multi_similarity import MultiSimilarityLoss
 from labelspace.miners import multi_similarity, pair_margin
 from labelspace.miners.multi_similarity import MultiSimilarityMiner
 from labelspace.miners.pair_margin import PairMarginMiner
-from labelspace.relations import Relation
+from labelspace.relations import Relation, RelationRule
 from metric_testing import (
     DIMS,
     SIZES,
@@ -347,3 +348,39 @@ def test_docstring_examples():
     for module in (multi_similarity, pair_margin):
         results = doctest.testmod(module)
         assert results.attempted > 0 and results.failed == 0
+
+
+def _jaccard_by_hand(labels: torch.Tensor) -> list[list[float]]:
+    sets = [set(torch.nonzero(row).flatten().tolist()) for row in labels]
+    return [[len(x & y) / len(x | y) if x | y else 0.0 for y in sets] for x in sets]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: MultiSimilarityMiner(0.3, **kw),
+        lambda **kw: PairMarginMiner(0.0, 2.0, **kw),
+    ],
+    ids=["ms", "pm"],
+)
+def test_relation_argument_equals_deprecated_keywords(make):
+    rule = RelationRule("jaccard", pos_threshold=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the relation= spelling and the defaults never warn
+        miner = make(relation=rule)
+        make()
+        make(relation="jaccard")
+    with pytest.warns(DeprecationWarning, match=r"pos_threshold=0\.6\) is deprecated; pass relation="):
+        legacy = make(rule="jaccard", pos_threshold=0.6)
+    assert miner.relation_rule == legacy.relation_rule == rule
+    generator = torch.Generator().manual_seed(3)
+    labels = (torch.rand(16, 3, generator=generator) < 0.5).long()
+    embeddings = torch.randn(16, 4, generator=generator)
+    mined, mined_legacy = miner(embeddings, labels), legacy(embeddings, labels)
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(mined, mined_legacy, strict=True))
+    jaccard = _jaccard_by_hand(labels)
+    a1, p, a2, n = (t.tolist() for t in mined)
+    assert a1 and all(jaccard[a][b] >= 0.6 for a, b in zip(a1, p, strict=True))
+    assert all(jaccard[a][b] == 0.0 for a, b in zip(a2, n, strict=True))
+    with pytest.raises(ValueError, match="give either relation= or the deprecated rule="):
+        make(relation="jaccard", rule="jaccard")

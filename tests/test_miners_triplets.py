@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import labelspace.miners.triplet_margin as triplet_margin_module
 from labelspace.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from labelspace.miners.batch_hard import BatchHardMiner
 from labelspace.miners.triplet_margin import TripletMarginMiner
-from labelspace.relations import Relation
+from labelspace.relations import Relation, RelationRule
 from metric_testing import (
     GRID,
     assert_same_up_to,
@@ -321,3 +322,31 @@ def test_mining_needs_no_gradient():
 def test_docstring_examples_run():
     assert doctest.testmod(batch_hard_module, raise_on_error=False).failed == 0
     assert doctest.testmod(triplet_margin_module, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda **kw: BatchHardMiner(**kw), lambda **kw: TripletMarginMiner(0.5, "all", **kw)],
+    ids=["batch-hard", "triplet-margin"],
+)
+def test_relation_argument_equals_deprecated_keywords(make):
+    rule = RelationRule("jaccard", pos_threshold=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the relation= spelling and the defaults never warn
+        miner = make(relation=rule)
+        make()
+        make(relation="exact")
+    with pytest.warns(DeprecationWarning, match=r"pos_threshold=0\.6\) is deprecated; pass relation="):
+        legacy = make(rule="jaccard", pos_threshold=0.6)
+    assert miner.relation_rule == legacy.relation_rule == rule
+    generator = torch.Generator().manual_seed(5)
+    labels = (torch.rand(16, 3, generator=generator) < 0.5).long()
+    embeddings = torch.randn(16, 4, generator=generator)
+    mined, mined_legacy = miner(embeddings, labels), legacy(embeddings, labels)
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(mined, mined_legacy, strict=True))
+    sets = [set(torch.nonzero(row).flatten().tolist()) for row in labels]
+    anchors, positives, negatives = (t.tolist() for t in mined)
+    assert anchors
+    for a, p, n in zip(anchors, positives, negatives, strict=True):
+        assert len(sets[a] & sets[p]) / len(sets[a] | sets[p]) >= 0.6  # Jaccard by hand
+        assert not sets[a] & sets[n]

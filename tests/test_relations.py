@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from labelspace.relations import Relation, resolve_relation, shared_label_counts
+from labelspace.data import LabeledDataset
+from labelspace.data.convert import labeled_to_pairs
+from labelspace.relations import Relation, RelationRule, resolve_relation, shared_label_counts
 
 LABELS = torch.tensor(
     [
@@ -182,3 +185,30 @@ def test_permuting_the_batch_permutes_the_relation(case):
     for i, j in itertools.product(range(len(sets)), repeat=2):
         if relation.positive[i, j]:
             assert sets[i] & sets[j]
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"rule": "cosine"}, ValueError, "rule must be one of 'overlap', 'jaccard', 'exact', got 'cosine'"),
+        ({"min_shared": 0}, ValueError, "min_shared must be an integer >= 1, got 0"),
+        ({"min_shared": 1.5}, TypeError, "min_shared must be an integer >= 1, got float"),
+        ({"min_shared": True}, TypeError, "min_shared must be an integer >= 1, got bool"),
+        ({"pos_threshold": 1.5}, ValueError, r"pos_threshold must be in \[0, 1\], got 1.5"),
+        ({"neg_threshold": float("nan")}, ValueError, r"neg_threshold must be in \[0, 1\], got nan"),
+        ({"pos_threshold": "high"}, TypeError, r"pos_threshold must be a number in \[0, 1\], got str"),
+        ({"pos_threshold": 0.3, "neg_threshold": 0.3}, ValueError, "pos_threshold must be greater than neg_threshold"),
+    ],
+)
+def test_rule_settings_name_the_setting_and_what_was_expected(settings, error, message):
+    # One check for every caller: losses, miners, text losses and the pair/triplet conversion alike.
+    with pytest.raises(error, match=message):
+        RelationRule(**settings)
+    with pytest.raises(error, match=message):
+        labeled_to_pairs(LabeledDataset.from_label_names(["a", "b"], [["x"], ["x"]]), 2, **settings)
+
+
+def test_rule_settings_accept_numpy_numbers():
+    assert RelationRule("overlap", min_shared=np.int64(2)) == RelationRule("overlap", min_shared=2)
+    rule = RelationRule("jaccard", pos_threshold=np.float32(0.75), neg_threshold=np.float64(0.25))
+    assert rule.decide(np.array([3]), np.array([4]), np.array([3]))[0].tolist() == [True]  # Jaccard 3/4

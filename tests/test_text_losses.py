@@ -14,6 +14,7 @@ from labelspace.losses.text import AnglELoss, CoSENTLoss, MultipleNegativesRanki
 from labelspace.losses.text import pairs as text_pairs
 from labelspace.losses.text import ranking as text_ranking
 from labelspace.losses.text.ranking import shares_label
+from labelspace.relations import RelationRule
 
 st = pytest.importorskip("sentence_transformers")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
@@ -177,6 +178,42 @@ def test_mnrl_label_masking_by_hand():
     logits = loss.logits(anchors, positives, negatives, labels=multi_hot)
     assert torch.isinf(logits[0, 1]) and torch.isinf(logits[1, 0])
     assert torch.isfinite(logits[:, 3:]).all() and torch.isfinite(logits.diagonal()).all()
+
+
+def test_mnrl_jaccard_relation_masks_candidates_above_neg_threshold():
+    # label sets: {a,b}, {a}, {a,b,c}, {c}, {b,c,d}; Jaccard by hand (symmetric):
+    # J01 = 1/2, J02 = 2/3, J03 = 0, J04 = 1/4, J12 = 1/3, J13 = 0, J14 = 0, J23 = 1/3, J24 = 1/2, J34 = 1/3
+    labels = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0], [0, 1, 1, 1]])
+    above = {(0, 1), (0, 2), (1, 2), (2, 3), (2, 4), (3, 4)}  # Jaccard > 0.3
+    expected = torch.tensor([[(min(i, j), max(i, j)) in above for j in range(5)] for i in range(5)])
+    g = torch.Generator().manual_seed(0)
+    anchors, positives, negatives = (torch.randn(5, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    relation = RelationRule("jaccard", pos_threshold=0.6, neg_threshold=0.3)
+    loss = MultipleNegativesRankingLoss(scale=1.0, similarity="dot", relation=relation)
+    logits = loss.logits(anchors, positives, negatives, labels=labels)
+    assert torch.equal(torch.isinf(logits[:, :5]), expected)  # the own positive (diagonal) stays
+    assert torch.isfinite(logits[:, 5:]).all()  # hard negatives carry no labels: never masked
+    raw = (anchors @ torch.cat([positives, negatives]).T).tolist()
+    by_hand = [
+        -raw[i][i] + logsumexp([v for j, v in enumerate(raw[i]) if j >= 5 or not expected[i, j]]) for i in range(5)
+    ]
+    assert float(loss(anchors, positives, negatives, labels=labels)) == pytest.approx(sum(by_hand) / 5, abs=1e-12)
+    # the default (overlap) masks every pair sharing a label, e.g. 0 and 4 (J = 1/4) too
+    overlap = MultipleNegativesRankingLoss(scale=1.0, similarity="dot").logits(anchors, positives, labels=labels)
+    assert torch.isinf(overlap[0, 4]) and torch.isfinite(overlap[1, 4])
+    assert torch.equal(
+        torch.isinf(MultipleNegativesRankingLoss(relation="jaccard").logits(anchors, positives, labels=labels)),
+        torch.isinf(overlap),  # neg_threshold 0: every pair with a shared label is masked, as with overlap
+    )
+    with pytest.raises(ValueError, match="relation must be one of overlap, jaccard, exact"):
+        MultipleNegativesRankingLoss(relation="cosine")
+
+
+def test_shares_label_is_a_deprecated_alias_of_the_rule():
+    labels = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 0]])
+    with pytest.warns(DeprecationWarning, match="false_negative_mask"):
+        mask = shares_label(labels)
+    assert torch.equal(mask, RelationRule().false_negative_mask(labels))
 
 
 def test_shares_label_multi_hot():

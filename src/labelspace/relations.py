@@ -64,15 +64,23 @@ def _check_labels(labels: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"labels must be 1-D class ids or a 2-D 0/1 matrix, got shape {tuple(labels.shape)}")
 
 
-def _check_rule(rule: str, min_shared: int, pos_threshold: float, neg_threshold: float) -> None:
+def _check_rule(rule: object, min_shared: object, pos_threshold: object, neg_threshold: object) -> None:
+    """Refuse settings of a rule that are out of range (ValueError) or of the wrong type (TypeError)."""
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-    if isinstance(min_shared, bool) or not isinstance(min_shared, int) or min_shared < 1:
-        raise ValueError(f"min_shared must be an integer of at least 1, got {min_shared!r}")
-    if not 0.0 <= neg_threshold < pos_threshold <= 1.0:
+        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
+    if isinstance(min_shared, bool) or not isinstance(min_shared, (int, np.integer)):
+        raise TypeError(f"min_shared must be an integer >= 1, got {type(min_shared).__name__}")
+    if min_shared < 1:
+        raise ValueError(f"min_shared must be an integer >= 1, got {min_shared}")
+    for name, value in (("pos_threshold", pos_threshold), ("neg_threshold", neg_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+        if not 0.0 <= value <= 1.0:  # also refuses NaN
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if not neg_threshold < pos_threshold:  # type: ignore[operator]
         raise ValueError(
-            f"expected 0 <= neg_threshold < pos_threshold <= 1, got neg_threshold={neg_threshold}, "
-            f"pos_threshold={pos_threshold}"
+            "pos_threshold must be greater than neg_threshold (0 <= neg_threshold < pos_threshold <= 1), "
+            f"got neg_threshold={neg_threshold}, pos_threshold={pos_threshold}"
         )
 
 

@@ -5,6 +5,9 @@ Text losses want pairs (AnglE, CoSENT: ``(text1, text2, score)``), anchor/positi
 as texts with labels. This module turns labels into pairs and triplets with the relation
 rules of the design (``overlap``, ``jaccard``, ``exact``), and triplets into pairs.
 
+Which pairs are positives and negatives is decided by `labelspace.relations.RelationRule`
+(the rule engine of the losses, miners and retrieval), here on sparse row overlaps.
+
 Sampling goes through the label -> items index (the CSC label matrix): a positive is found
 by drawing an anchor (uniformly among the items that can have a positive), one of its labels
 (uniformly among those another text also carries) and another item carrying that label
@@ -43,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.relations import RelationRule, Rule, jaccard_similarity
 
 __all__ = [
     "labeled_to_anchor_positive",
@@ -51,10 +55,8 @@ __all__ = [
     "triplets_to_pairs",
 ]
 
-Rule = Literal["overlap", "jaccard", "exact"]
 Score = Literal["binary", "jaccard"]
 
-RULES: tuple[str, ...] = ("overlap", "jaccard", "exact")
 SCORES: tuple[str, ...] = ("binary", "jaccard")
 
 # Sampling budget: at most this many rounds and this many candidates per round; give up
@@ -103,10 +105,11 @@ def labeled_to_pairs(
     dataset: LabeledDataset,
     num_pairs: int,
     *,
-    rule: Rule = "overlap",
-    min_shared: int = 1,
-    pos_threshold: float = 0.5,
-    neg_threshold: float = 0.0,
+    rule: Rule | None = None,
+    min_shared: int | None = None,
+    pos_threshold: float | None = None,
+    neg_threshold: float | None = None,
+    relation: RelationRule | Rule | None = None,
     positive_fraction: float = 0.5,
     score: Score = "binary",
     seed: int | np.random.Generator | None = 0,
@@ -114,10 +117,12 @@ def labeled_to_pairs(
     """Sample scored pairs from labelled texts, for pair losses (AnglE, CoSENT, contrastive).
 
     ``round(num_pairs * positive_fraction)`` pairs are positives and the rest negatives under
-    ``rule`` (see the design): ``overlap`` (positive: share >= ``min_shared`` labels;
-    negative: share none), ``jaccard`` (positive: Jaccard >= ``pos_threshold``; negative:
-    Jaccard <= ``neg_threshold``; pairs in between are never emitted) or ``exact`` (positive:
-    equal non-empty label sets; negative: share no label). Items without labels are never
+    ``rule`` (see the design): ``overlap`` (the default; positive: share >= ``min_shared``
+    labels, default 1; negative: share none), ``jaccard`` (positive: Jaccard >= ``pos_threshold``,
+    default 0.5; negative: Jaccard <= ``neg_threshold``, default 0; pairs in between are never
+    emitted) or ``exact`` (positive: equal non-empty label sets; negative: share no label).
+    ``relation`` gives the same as one `RelationRule` (or its name), the argument the losses and
+    miners take; give it or the four settings, not both. Items without labels are never
     part of a positive but can be the negative of anything. ``score="binary"`` scores
     positives 1.0 and negatives 0.0; ``score="jaccard"`` gives the Jaccard of the two label
     sets (graded relevance, e.g. for CoSENT). Positives and negatives come shuffled together;
@@ -133,17 +138,21 @@ def labeled_to_pairs(
         >>> pairs = labeled_to_pairs(data, 10, rule="jaccard", score="jaccard", seed=1)
         >>> sorted(set(pairs.scores.tolist()))  # 0.5 for {x,y}~{x} and {x,y}~{y}, 0 for negatives
         [0.0, 0.5]
+        >>> from labelspace.relations import RelationRule
+        >>> same = labeled_to_pairs(data, 10, relation=RelationRule("jaccard"), score="jaccard", seed=1)
+        >>> same.text1 == pairs.text1 and same.text2 == pairs.text2
+        True
     """
     _check_dataset(dataset)
     num_pairs = _check_count(num_pairs, "num_pairs")
-    _check_rule(rule, min_shared, pos_threshold, neg_threshold)
+    relation_rule = _relation_rule(relation, rule, min_shared, pos_threshold, neg_threshold)
     _check_fraction(positive_fraction, "positive_fraction")
     if score not in SCORES:
         raise ValueError(f"score must be one of {_names(SCORES)}, got {score!r}")
     rng = np.random.default_rng(seed)
     num_positive = round(num_pairs * positive_fraction)
     num_negative = num_pairs - num_positive
-    sampler = _Sampler(dataset, rule, min_shared, pos_threshold, neg_threshold, rng)
+    sampler = _Sampler(dataset, relation_rule, rng)
     pos_a, pos_b = sampler.positive_pairs(num_positive)
     neg_a, neg_b = sampler.negative_pairs(num_negative)
     first = np.concatenate([pos_a, neg_a])
@@ -166,17 +175,18 @@ def labeled_to_anchor_positive(
     dataset: LabeledDataset,
     num_pairs: int,
     *,
-    rule: Rule = "overlap",
-    min_shared: int = 1,
-    pos_threshold: float = 0.5,
+    rule: Rule | None = None,
+    min_shared: int | None = None,
+    pos_threshold: float | None = None,
+    relation: RelationRule | Rule | None = None,
     seed: int | np.random.Generator | None = 0,
 ) -> PairDataset:
     """Sample (anchor, positive) pairs, all scored 1.0, for MultipleNegativesRankingLoss-style
     training where the other positives of a batch serve as negatives.
 
-    Positives follow ``rule`` exactly as in `labeled_to_pairs`. The pairs carry the anchors'
-    labels (``pairs.labels``), so in-batch losses mask the other pairs of a batch that share a
-    label with the anchor instead of treating them as negatives.
+    Positives follow ``rule`` (or ``relation``) exactly as in `labeled_to_pairs`. The pairs
+    carry the anchors' labels (``pairs.labels``), so in-batch losses mask the other pairs of a
+    batch that share a label with the anchor instead of treating them as negatives.
 
     Example:
         >>> from labelspace.data import LabeledDataset
@@ -187,8 +197,8 @@ def labeled_to_anchor_positive(
     """
     _check_dataset(dataset)
     num_pairs = _check_count(num_pairs, "num_pairs")
-    _check_rule(rule, min_shared, pos_threshold, 0.0)
-    sampler = _Sampler(dataset, rule, min_shared, pos_threshold, 0.0, np.random.default_rng(seed))
+    relation_rule = _relation_rule(relation, rule, min_shared, pos_threshold, None)
+    sampler = _Sampler(dataset, relation_rule, np.random.default_rng(seed))
     first, second = sampler.positive_pairs(num_pairs)
     return PairDataset(
         sampler.take_texts(first),
@@ -204,16 +214,17 @@ def labeled_to_triplets(
     num_triplets: int,
     *,
     num_negatives: int = 1,
-    rule: Rule = "overlap",
-    min_shared: int = 1,
-    pos_threshold: float = 0.5,
-    neg_threshold: float = 0.0,
+    rule: Rule | None = None,
+    min_shared: int | None = None,
+    pos_threshold: float | None = None,
+    neg_threshold: float | None = None,
+    relation: RelationRule | Rule | None = None,
     seed: int | np.random.Generator | None = 0,
 ) -> TripletDataset:
     """Sample (anchor, positive, negatives) triplets from labelled texts, for triplet losses.
 
-    The positive follows ``rule`` as in `labeled_to_pairs`; each negative is a negative of the
-    anchor under the same rule. The negatives of one triplet have distinct texts, different
+    The positive follows ``rule`` (or ``relation``) as in `labeled_to_pairs`; each negative is a
+    negative of the anchor under the same rule. The negatives of one triplet have distinct texts, different
     from the anchor's and the positive's. ``negatives`` is a list of str when
     ``num_negatives == 1``, else a list of lists.
 
@@ -226,8 +237,8 @@ def labeled_to_triplets(
     _check_dataset(dataset)
     num_triplets = _check_count(num_triplets, "num_triplets")
     num_negatives = _check_count(num_negatives, "num_negatives")
-    _check_rule(rule, min_shared, pos_threshold, neg_threshold)
-    sampler = _Sampler(dataset, rule, min_shared, pos_threshold, neg_threshold, np.random.default_rng(seed))
+    relation_rule = _relation_rule(relation, rule, min_shared, pos_threshold, neg_threshold)
+    sampler = _Sampler(dataset, relation_rule, np.random.default_rng(seed))
     anchors, positives, negatives = sampler.triplets(num_triplets, num_negatives)
     texts = sampler.take_texts
     negative_texts: list[str] | list[list[str]]
@@ -267,20 +278,32 @@ def _check_fraction(value: object, name: str) -> float:
     return float(value)
 
 
-def _check_rule(rule: object, min_shared: object, pos_threshold: object, neg_threshold: object) -> None:
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {_names(RULES)}, got {rule!r}")
-    if isinstance(min_shared, bool) or not isinstance(min_shared, (int, np.integer)):
-        raise TypeError(f"min_shared must be an integer >= 1, got {type(min_shared).__name__}")
-    if min_shared < 1:
-        raise ValueError(f"min_shared must be an integer >= 1, got {min_shared}")
-    pos = _check_fraction(pos_threshold, "pos_threshold")
-    neg = _check_fraction(neg_threshold, "neg_threshold")
-    if not pos > neg:
-        raise ValueError(
-            f"pos_threshold must be greater than neg_threshold, got pos_threshold={pos_threshold} "
-            f"and neg_threshold={neg_threshold}"
+def _relation_rule(
+    relation: RelationRule | str | None,
+    rule: str | None,
+    min_shared: int | None,
+    pos_threshold: float | None,
+    neg_threshold: float | None,
+) -> RelationRule:
+    """The `RelationRule` of a conversion: ``relation``, or the rule built from the settings given.
+
+    `RelationRule` validates the settings (the one place that does).
+    """
+    settings = {
+        name: value
+        for name, value in (
+            ("rule", rule),
+            ("min_shared", min_shared),
+            ("pos_threshold", pos_threshold),
+            ("neg_threshold", neg_threshold),
         )
+        if value is not None
+    }
+    if relation is None:
+        return RelationRule(**settings)
+    if settings:
+        raise ValueError(f"give either relation= or {'= / '.join(settings)}=, not both")
+    return RelationRule.of(relation, owner="the conversion")
 
 
 # --------------------------------------------------------------------------- sampling
@@ -289,20 +312,10 @@ def _check_rule(rule: object, min_shared: object, pos_threshold: object, neg_thr
 class _Sampler:
     """Index structures of one dataset and the vectorised draw/check steps of one rule."""
 
-    def __init__(
-        self,
-        dataset: LabeledDataset,
-        rule: str,
-        min_shared: int,
-        pos_threshold: float,
-        neg_threshold: float,
-        rng: np.random.Generator,
-    ) -> None:
+    def __init__(self, dataset: LabeledDataset, relation_rule: RelationRule, rng: np.random.Generator) -> None:
         self.texts = dataset.texts
-        self.rule = rule
-        self.min_shared = int(min_shared)
-        self.pos_threshold = float(pos_threshold)
-        self.neg_threshold = float(neg_threshold)
+        self.relation_rule = relation_rule
+        self.rule = relation_rule.rule
         self.rng = rng
         self.labels = labels = dataset.labels
         self.n = n = len(labels)
@@ -336,38 +349,25 @@ class _Sampler:
 
     def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Jaccard of the label sets (0.0 when both are empty)."""
-        shared = self.shared(a, b)
-        return self._jaccard(shared, a, b)
+        return jaccard_similarity(self.shared(a, b), self.card[a], self.card[b])
 
-    def _jaccard(self, shared: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        union = self.card[a] + self.card[b] - shared
-        return np.divide(shared, union, out=np.zeros(shared.shape, dtype=np.float64), where=union > 0)
+    def _decide(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positive, negative) of the pairs (a[k], b[k]) under the rule, among valid pairs only:
+        never an item with itself, never two equal texts."""
+        valid = (a != b) & (self.text_id[a] != self.text_id[b])
+        positive, negative, _ = self.relation_rule.decide(self.shared(a, b), self.card[a], self.card[b])
+        return valid & positive, valid & negative
 
     def is_positive(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        valid = (a != b) & (self.text_id[a] != self.text_id[b])
-        shared = self.shared(a, b)
-        if self.rule == "overlap":
-            return valid & (shared >= self.min_shared)
-        if self.rule == "jaccard":
-            return valid & (shared > 0) & (self._jaccard(shared, a, b) >= self.pos_threshold)
-        card_a = self.card[a]
-        return valid & (card_a > 0) & (shared == card_a) & (shared == self.card[b])
+        return self._decide(a, b)[0]
 
     def is_negative(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        valid = (a != b) & (self.text_id[a] != self.text_id[b])
-        shared = self.shared(a, b)
-        if self.rule == "jaccard":
-            return valid & (self._jaccard(shared, a, b) <= self.neg_threshold)
-        return valid & (shared == 0)
+        return self._decide(a, b)[1]
 
     # ---- positives
 
     def _rule_text(self) -> str:
-        if self.rule == "overlap":
-            return f"rule='overlap' (min_shared={self.min_shared})"
-        if self.rule == "jaccard":
-            return f"rule='jaccard' (pos_threshold={self.pos_threshold}, neg_threshold={self.neg_threshold})"
-        return "rule='exact'"
+        return self.relation_rule.describe()
 
     def _prepare_positives(self) -> None:
         """Build the label -> items index and the anchors that can have a positive."""
@@ -395,7 +395,7 @@ class _Sampler:
         self.u_indices = indices[keep].astype(np.int64)
         self.u_card = np.bincount(row_of[keep], minlength=n).astype(np.int64)
         self.u_ptr = np.concatenate([[0], np.cumsum(self.u_card)])
-        need = self.min_shared if self.rule == "overlap" else 1
+        need = self.relation_rule.min_shared if self.rule == "overlap" else 1
         self.anchors = np.flatnonzero(self.u_card >= need)
         if self.anchors.size == 0:
             if need == 1:
@@ -486,7 +486,7 @@ class _Sampler:
             )
         if np.any(self.card == 0):
             return  # an unlabelled item is a negative of every item with another text
-        if self.rule == "jaccard" and self.neg_threshold > 0:
+        if self.rule == "jaccard" and self.relation_rule.neg_threshold > 0:
             return
         everywhere = np.flatnonzero(np.bincount(self.csr.indices, minlength=self.csr.shape[1]) == self.n)
         if everywhere.size:

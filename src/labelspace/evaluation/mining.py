@@ -2,8 +2,8 @@
 
 What users of sentence-transformers do with ``mine_hard_negatives``, for multi-label data: for every
 anchor text, the negatives are the texts most similar to it (cosine of the model's embeddings) that
-**share no label** with it (`labelspace.relations.shared_label_counts` is 0: the ``overlap`` rule's
-negatives), and the positive is a text sharing at least one label with it.
+**share no label** with it (the negatives of `labelspace.relations.RelationRule`'s ``overlap`` rule),
+and the positive is a text sharing at least one label with it (a positive of that rule).
 
 - ``range_min`` skips the ``range_min`` most similar candidates (likely near duplicates or
   unlabelled positives, i.e. false negatives); ``max_score`` drops every candidate more similar
@@ -52,10 +52,11 @@ from labelspace.data.datasets import LabeledDataset, TripletDataset
 from labelspace.evaluation.classification import check_label_matrix
 from labelspace.evaluation.knn import BACKENDS, faiss_available
 from labelspace.evaluation.retrieval import as_embedding_tensor
-from labelspace.relations import shared_label_counts
+from labelspace.relations import RelationRule
 
 POSITIVE_STRATEGIES = ("random", "most_similar", "least_similar")
 SAMPLING = ("top", "random")
+_OVERLAP = RelationRule("overlap")  # positives share a label, negatives (candidates) share none
 
 __all__ = [
     "POSITIVE_STRATEGIES",
@@ -238,11 +239,9 @@ def mine_hard_negative_indices(
     for start in tqdm(starts, desc="Mining", unit="block", disable=not show_progress_bar):
         block = anchors[start : start + block_size].to(target)
         rows = torch.arange(len(block), device=target)
-        shares = shared_label_counts(label_tensor[block], label_tensor) > 0
-        not_self = torch.ones_like(shares)
-        not_self[rows, block] = False
-        is_positive = shares & not_self
-        is_candidate = ~shares & not_self
+        is_positive, is_candidate, _ = _OVERLAP.masks(label_tensor[block], label_tensor)
+        is_positive[rows, block] = False
+        is_candidate[rows, block] = False
         needs_similarities = index is None or positive != "random"
         similarities = vectors[block] @ vectors.T if needs_similarities else None
         if max_score is not None and index is None:

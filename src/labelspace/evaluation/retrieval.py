@@ -3,7 +3,8 @@
 Each query ranks the reference items by similarity (cosine or dot product). Relevance:
 
 - ``overlap`` (default): a reference is relevant when it shares at least one label with the
-  query; every relevant item has gain 1.
+  query (a positive of `labelspace.relations.RelationRule`'s ``overlap`` rule); every relevant
+  item has gain 1.
 - ``jaccard``: the gain of a reference is the Jaccard similarity of the two label sets (graded,
   used by NDCG); the binary metrics count a reference as relevant when Jaccard > 0, which is the
   same set as ``overlap``.
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from labelspace.evaluation.classification import to_numpy
+from labelspace.relations import RelationRule, jaccard_similarity, shared_label_counts
 
 RELEVANCE = ("overlap", "jaccard")
 SIMILARITIES = ("cosine", "dot")
@@ -137,20 +139,22 @@ def _check_pairing(
 # ----------------------------------------------------------------------------------------------
 
 
+_RELEVANT = RelationRule("overlap")
+"""Relevant references are the positives of the ``overlap`` rule: at least one shared label."""
+
+
 def _relevance_block(
     query_labels: torch.Tensor, reference_labels: torch.Tensor, graded: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(relevant bool b x N, gain float64 b x N) for a block of queries."""
-    if query_labels.dim() == 1:
-        relevant = query_labels[:, None] == reference_labels[None, :]
+    if query_labels.dim() == 1 or not graded:
+        relevant, _, _ = _RELEVANT.masks(query_labels, reference_labels)
         return relevant, relevant.to(torch.float64)
-    shared = query_labels @ reference_labels.T
-    relevant = shared > 0
-    if not graded:
-        return relevant, relevant.to(torch.float64)
-    union = query_labels.sum(1, keepdim=True) + reference_labels.sum(1)[None, :] - shared
-    gain = torch.where(union > 0, shared.double() / union.double().clamp_min(1), torch.zeros((), dtype=torch.float64))
-    return relevant, gain
+    shared = shared_label_counts(query_labels, reference_labels).double()
+    query_counts = query_labels.sum(1, keepdim=True).double()
+    reference_counts = reference_labels.sum(1)[None, :].double()
+    relevant, _, _ = _RELEVANT.decide(shared, query_counts, reference_counts)
+    return relevant, jaccard_similarity(shared, query_counts, reference_counts)
 
 
 def _block_metrics(

@@ -12,7 +12,7 @@ import torch
 
 from labelspace.distances import BaseDistance, LpDistance
 from labelspace.miners.base import BaseMiner
-from labelspace.relations import Relation, Rule
+from labelspace.relations import Relation, RelationRule, Rule
 
 
 class BatchHardMiner(BaseMiner):
@@ -24,7 +24,9 @@ class BatchHardMiner(BaseMiner):
 
     Args:
         distance: default ``LpDistance()`` (Euclidean on L2-normalised embeddings).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -38,13 +40,15 @@ class BatchHardMiner(BaseMiner):
         self,
         distance: BaseDistance | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -52,8 +56,6 @@ class BatchHardMiner(BaseMiner):
         )
 
     def mine(self, embeddings: torch.Tensor, relation: Relation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if embeddings.dtype in (torch.float16, torch.bfloat16):
-            embeddings = embeddings.float()
         positive, negative = relation.positive, relation.negative
         anchors = torch.where(positive.any(dim=1) & negative.any(dim=1))[0]
         if len(anchors) == 0:

@@ -23,7 +23,7 @@ import torch
 
 from labelspace.distances import BaseDistance, CosineSimilarity
 from labelspace.miners.base import BaseMiner
-from labelspace.relations import Relation, Rule
+from labelspace.relations import Relation, RelationRule, Rule
 
 # Above 1 / _DENSE_FRACTION of all pairs mined, sorting every row beats sorting the mined pairs.
 _DENSE_FRACTION = 8
@@ -83,7 +83,9 @@ class MultiSimilarityMiner(BaseMiner):
     Args:
         epsilon: the slack of both comparisons (default 0.1, as pytorch-metric-learning).
         distance: default `CosineSimilarity`.
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -101,13 +103,15 @@ class MultiSimilarityMiner(BaseMiner):
         epsilon: float = 0.1,
         distance: BaseDistance | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -118,8 +122,6 @@ class MultiSimilarityMiner(BaseMiner):
     def mine(
         self, embeddings: torch.Tensor, relation: Relation
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if embeddings.dtype in (torch.float16, torch.bfloat16):
-            embeddings = embeddings.float()
         mat = self.distance(embeddings)
         positive, negative = relation.positive, relation.negative
         inf = torch.full((), float("inf"), dtype=mat.dtype, device=mat.device)

@@ -17,7 +17,7 @@ import torch
 
 from labelspace.distances import BaseDistance, LpDistance
 from labelspace.miners.base import BaseMiner
-from labelspace.relations import Relation, Rule
+from labelspace.relations import Relation, RelationRule, Rule
 
 
 class PairMarginMiner(BaseMiner):
@@ -30,7 +30,9 @@ class PairMarginMiner(BaseMiner):
             pytorch-metric-learning).
         neg_margin: negatives beyond this distance are easy and dropped (default 0.8).
         distance: default `LpDistance` (Euclidean on L2-normalised embeddings).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -49,13 +51,15 @@ class PairMarginMiner(BaseMiner):
         neg_margin: float = 0.8,
         distance: BaseDistance | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -67,8 +71,6 @@ class PairMarginMiner(BaseMiner):
     def mine(
         self, embeddings: torch.Tensor, relation: Relation
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if embeddings.dtype in (torch.float16, torch.bfloat16):
-            embeddings = embeddings.float()
         mat = self.distance(embeddings)
         if self.distance.is_inverted:
             hard_positive = relation.positive & (mat < self.pos_margin)

@@ -21,7 +21,7 @@ import torch
 
 from labelspace.distances import BaseDistance, LpDistance
 from labelspace.miners.base import BaseMiner
-from labelspace.relations import Relation, Rule
+from labelspace.relations import Relation, RelationRule, Rule
 
 TripletType = Literal["all", "hard", "semihard", "easy"]
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
@@ -40,7 +40,9 @@ class TripletMarginMiner(BaseMiner):
         margin: the margin the triplets are measured against.
         type_of_triplets: ``"all"``, ``"hard"``, ``"semihard"`` or ``"easy"``.
         distance: default ``LpDistance()`` (Euclidean on L2-normalised embeddings).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -57,13 +59,15 @@ class TripletMarginMiner(BaseMiner):
         type_of_triplets: TripletType = "all",
         distance: BaseDistance | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | Rule | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -86,8 +90,6 @@ class TripletMarginMiner(BaseMiner):
         return condition
 
     def mine(self, embeddings: torch.Tensor, relation: Relation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if embeddings.dtype in (torch.float16, torch.bfloat16):
-            embeddings = embeddings.float()
         size = embeddings.shape[0]
         negative = relation.negative
         anchors, positives = torch.where(relation.positive & negative.any(dim=1, keepdim=True))

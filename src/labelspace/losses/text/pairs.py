@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import check_embeddings, compute_input
+from labelspace.losses.base import check_embeddings
+from labelspace.precision import upcast_half
 
 __all__ = ["AnglELoss", "CoSENTLoss", "pairwise_angle_similarity", "pairwise_cosine_similarity"]
 
@@ -91,7 +92,7 @@ class CoSENTLoss(torch.nn.Module):
         scores = scores.reshape(-1)
         if scores.dtype == torch.bool:
             scores = scores.int()
-        sims = self.similarity(compute_input(embeddings1), compute_input(embeddings2)) * self.scale
+        sims = self.similarity(upcast_half(embeddings1), upcast_half(embeddings2)) * self.scale
         # differences[i, j] = s * (sigma_j - sigma_i), kept where y_i > y_j.
         differences = sims[None, :] - sims[:, None]
         ordered = scores[:, None] > scores[None, :]

@@ -2,17 +2,22 @@
 
 The functional core of sentence-transformers' ``MultipleNegativesRankingLoss`` (its default
 behaviour: the ``query_to_doc`` direction only, one softmax, no gathering across devices, no
-hardness weighting). The encoder call stays outside: pass the embeddings of any model.
+hardness weighting). The encoder call stays outside: pass the embeddings of any model. Which
+in-batch candidates are false negatives is decided by a `labelspace.relations.RelationRule`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import check_columns, compute_input, zero_loss
+from labelspace.losses.base import check_columns
+from labelspace.losses.reduction import zero_loss
+from labelspace.precision import upcast_half
+from labelspace.relations import RelationRule, Rule
 
 __all__ = ["MultipleNegativesRankingLoss", "shares_label"]
 
@@ -21,18 +26,22 @@ SIMILARITIES = ("cosine", "dot")
 
 
 def shares_label(labels: torch.Tensor) -> torch.Tensor:
-    """B x B boolean matrix: True where items i and j share at least one label.
+    """B x B boolean matrix: True where items i and j share at least one label (deprecated).
 
     ``labels`` is a B-length 1-D tensor of class ids (shared means equal ids) or a B x L 0/1
-    multi-hot matrix (shared means some column is nonzero in both rows). A 1-D tensor of ids
-    gives the same matrix as its one-hot encoding. A row of zeros shares nothing, not even with itself.
+    multi-hot matrix. A row of zeros shares nothing, not even with itself. Deprecated: this is
+    ``RelationRule("overlap").false_negative_mask(labels)``, which it calls.
     """
-    if labels.dim() == 1:
-        return labels[:, None] == labels[None, :]
-    if labels.dim() == 2:
-        present = (labels != 0).to(torch.float32)
-        return (present @ present.T) > 0
-    raise ValueError(f"labels must be 1-D class ids or a 2-D multi-hot matrix, got shape {tuple(labels.shape)}")
+    warnings.warn(
+        "shares_label(labels) is deprecated; use RelationRule().false_negative_mask(labels) "
+        "(labelspace.relations) instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _OVERLAP.false_negative_mask(labels)
+
+
+_OVERLAP = RelationRule()
 
 
 class MultipleNegativesRankingLoss(torch.nn.Module):
@@ -55,16 +64,19 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
 
     Multi-label false negatives: ``labels`` (optional) label the anchors, and each anchor's labels
     apply also to its positive. Candidate :math:`p_j` (j != i) is masked out of row i (its logit
-    set to -inf, so :math:`j \in M_i`) when item j shares a label with anchor i: it is then not a
-    true negative. The own positive :math:`p_i` is never masked, so every row keeps a finite
-    denominator and the loss never becomes NaN (a row with every other candidate masked has loss 0).
-    Hard negatives carry no labels and are never masked. ``labels`` is a B-length 1-D tensor of
-    class ids (shared = equal) or a B x L 0/1 multi-hot matrix (shared = at least one common
-    label); ids give the same mask as their one-hot matrix.
+    set to -inf, so :math:`j \in M_i`) when ``relation`` does not call item j a negative of anchor
+    i (`RelationRule.false_negative_mask`): with the default ``overlap`` rule, when j shares a
+    label with i; with ``jaccard``, when their Jaccard is above ``neg_threshold``. The own positive
+    :math:`p_i` is never masked, so every row keeps a finite denominator and the loss never becomes
+    NaN (a row with every other candidate masked has loss 0). Hard negatives carry no labels and are
+    never masked. ``labels`` is a B-length 1-D tensor of class ids (shared = equal) or a B x L 0/1
+    multi-hot matrix; ids give the same mask as their one-hot matrix.
 
     Args:
         scale: the inverse temperature s (sentence-transformers' default 20.0).
         similarity: ``"cosine"`` (default) or ``"dot"``.
+        relation: the rule that says which labelled candidates are true negatives: a
+            `RelationRule` or its name (``"overlap"``, the default, ``"jaccard"``, ``"exact"``).
 
     Example:
         >>> import torch
@@ -78,7 +90,13 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
         (True, True)
     """
 
-    def __init__(self, scale: float = 20.0, similarity: Similarity = "cosine") -> None:
+    def __init__(
+        self,
+        scale: float = 20.0,
+        similarity: Similarity = "cosine",
+        *,
+        relation: RelationRule | Rule | None = None,
+    ) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be a positive value; got {scale!r}")
@@ -86,6 +104,7 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
             raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
         self.scale = float(scale)
         self.similarity: Similarity = similarity
+        self.relation_rule = RelationRule.of(relation, owner=type(self).__name__)
 
     def logits(
         self,
@@ -105,8 +124,8 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
                 shape = tuple(column.shape) if isinstance(column, torch.Tensor) else type(column).__name__
                 raise ValueError(f"positives and negatives must have the anchors' shape {(batch, dim)}, got {shape}")
         check_columns(columns)  # finite (an empty batch gives a zero loss)
-        queries = compute_input(anchors)
-        candidates = torch.cat([compute_input(column) for column in columns[1:]], dim=0)
+        queries = upcast_half(anchors)
+        candidates = torch.cat([upcast_half(column) for column in columns[1:]], dim=0)
         if self.similarity == "cosine":
             queries = F.normalize(queries, p=2, dim=-1)
             candidates = F.normalize(candidates, p=2, dim=-1)
@@ -114,7 +133,7 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
         if labels is not None:
             if not isinstance(labels, torch.Tensor) or labels.shape[0] != batch:
                 raise ValueError(f"labels must be a tensor with one row per anchor ({batch})")
-            mask = shares_label(labels.to(logits.device))
+            mask = self.relation_rule.false_negative_mask(labels.to(logits.device))
             mask.fill_diagonal_(False)  # the own positive is never masked
             logits = torch.cat([logits[:, :batch].masked_fill(mask, float("-inf")), logits[:, batch:]], dim=1)
         return logits
@@ -134,4 +153,5 @@ class MultipleNegativesRankingLoss(torch.nn.Module):
         return F.cross_entropy(logits, target)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, similarity={self.similarity!r}"
+        relation = "" if self.relation_rule == _OVERLAP else f", relation={self.relation_rule.describe()}"
+        return f"scale={self.scale}, similarity={self.similarity!r}{relation}"

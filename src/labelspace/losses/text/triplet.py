@@ -7,7 +7,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from labelspace.losses.base import check_columns, compute_input, zero_loss
+from labelspace.losses.base import check_columns
+from labelspace.losses.reduction import zero_loss
+from labelspace.precision import upcast_half
 
 __all__ = ["TRIPLET_DISTANCES", "TripletDistance", "TripletLoss"]
 
@@ -95,8 +97,8 @@ class TripletLoss(torch.nn.Module):
                     f"positives and negatives must have the anchors' shape {tuple(anchors.shape)}, got {shape}"
                 )
         check_columns(columns)  # finite (an empty batch gives a zero loss)
-        anchors, positives = compute_input(anchors), compute_input(positives)
-        stacked = torch.stack([compute_input(column) for column in negatives])  # K x B x d
+        anchors, positives = upcast_half(anchors), upcast_half(positives)
+        stacked = torch.stack([upcast_half(column) for column in negatives])  # K x B x d
         if anchors.shape[0] == 0:
             return zero_loss(torch.cat([anchors, positives, stacked.flatten(0, 1)]))
         positive = self.distances(anchors, positives)  # B
