@@ -30,10 +30,10 @@ Reduction = Literal["mean", "mean_nonzero", "sum", "none"]
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
 
 
-def check_reduction(reduction: str) -> None:
-    """A ValueError naming the choices when ``reduction`` is not one of `REDUCTIONS`."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
+def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> None:
+    """A ValueError naming the choices when ``reduction`` is not one of ``allowed`` (default: `REDUCTIONS`)."""
+    if reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(allowed)}; got {reduction!r}")
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labelspace.losses.reduction import check_reduction as check_any_reduction
+from labelspace.losses.reduction import reduce
+from labelspace.precision import upcast_half
+
 if TYPE_CHECKING:
     from labelspace.data.labels import LabelMatrix
 
@@ -28,8 +32,8 @@ DEFAULT_MAX_POS_WEIGHT = 100.0
 
 
 def check_reduction(reduction: str) -> None:
-    if reduction not in HEAD_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {', '.join(HEAD_REDUCTIONS)}; got {reduction!r}")
+    """A ValueError unless ``reduction`` is one the head losses offer (`HEAD_REDUCTIONS`)."""
+    check_any_reduction(reduction, HEAD_REDUCTIONS)
 
 
 def float32_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -37,9 +41,7 @@ def float32_logits(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
         kind = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a floating point tensor, got {kind}")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        return logits.float()
-    return logits
+    return upcast_half(logits)
 
 
 def check_target_range(targets: torch.Tensor, what: str, *, high: float | None = 1.0) -> None:
@@ -93,11 +95,7 @@ def prepare(
 
 def reduce_head(values: torch.Tensor, reduction: str) -> torch.Tensor:
     """``"mean"`` over all elements, ``"sum"``, or ``"none"``; an empty batch gives 0 (never NaN)."""
-    if reduction == "none":
-        return values
-    if values.numel() == 0:
-        return values.sum()  # 0, attached to the graph
-    return values.sum() if reduction == "sum" else values.mean()
+    return reduce(values, reduction, values)  # type: ignore[arg-type]
 
 
 def positive_counts(labels: LabelMatrix | np.ndarray | torch.Tensor | Any) -> tuple[np.ndarray, int]:

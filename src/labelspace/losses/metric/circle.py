@@ -11,14 +11,13 @@ where the weights [.]_+ are constants for the gradient (detached), as in the pap
 without positives or without negatives has l_i = 0, and the loss is the mean of the l_i that are
 above zero (pytorch-metric-learning's ``AvgNonZeroReducer``; 0 when there is none).
 
-Implementation: one custom autograd function over the B x B similarity matrix. The forward pass
-works on blocks of rows in place (masked exponents, per-anchor, per-side shifts so nothing
-overflows, masked row sums) and keeps a single B x B matrix for the backward pass: the gradient
-of the inner sum w.r.t. S (softmax weight times ±gamma [.]_+). The softplus, the mask of anchors
-without positives or negatives and the reduction act on length-B vectors.
+`circle_reference` below is the formula, differentiated by autograd. The loss runs it for a
+cosine similarity of your own (a subclass); for `CosineSimilarity` itself it runs the fused
+kernel (`labelspace.losses.metric._kernels.circle`), the same values and gradients from row
+blocks that keep one B x B tensor for the backward pass (`CircleLoss.uses_kernel`).
 
 Notes:
-    - Only `CosineSimilarity` is accepted, as in pytorch-metric-learning.
+    - Only `CosineSimilarity` (or a subclass) is accepted, as in pytorch-metric-learning.
     - ``indices_tuple`` (from a miner) takes precedence over ``labels`` and becomes B x B masks,
       so a pair listed twice counts once, exactly as pytorch-metric-learning's matrix-based loss.
     - pytorch-metric-learning returns 0 when every index list holds at most one pair (a single
@@ -34,91 +33,29 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from labelspace.distances import CosineSimilarity
-from labelspace.losses.base import (
-    MetricLoss,
-    Reduction,
-    check_disjoint,
-    check_embeddings,
-    compute_input,
-    row_blocks,
-)
-from labelspace.relations import IndicesTuple, Relation, Rule
+from labelspace.losses.base import MetricLoss, Reduction, check_disjoint, check_embeddings
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.circle import circle_rows
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+
+__all__ = ["CircleLoss", "circle_reference", "circle_rows"]
 
 
-def _side_shift(values: torch.Tensor, mask: torch.Tensor, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row max of ``values`` over ``mask`` (0 for a row without any), and which rows have any."""
-    neg_inf = torch.full((), float("-inf"), dtype=values.dtype, device=values.device)
-    shift = torch.where(mask, values, neg_inf, out=scratch).amax(dim=1)
-    present = mask.any(dim=1)
-    return torch.where(present, shift, torch.zeros_like(shift)), present
-
-
-def _circle_block(
-    mat: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor,
-    weights: torch.Tensor,
-    gamma: float,
-    m: float,
+def circle_reference(
+    mat: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, *, m: float, gamma: float
 ) -> torch.Tensor:
-    """Per-anchor inner sums (before the softplus) of a block of rows; writes their gradient into ``weights``."""
-    op, on, delta_p, delta_n = 1.0 + m, -m, 1.0 - m, m
-    zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-    gamma_t = torch.full((), gamma, dtype=mat.dtype, device=mat.device)
-    # slope = d exponent / d S: -gamma [O_p - S]_+ on positives, gamma [S - O_n]_+ on negatives.
-    scratch = torch.sub(mat, on)
-    slope = torch.rsub(mat, op)
-    torch.where(positive, slope, scratch, out=slope).relu_()
-    slope.mul_(torch.where(positive, -gamma_t, gamma_t, out=scratch))
-    exponent = torch.sub(mat, delta_p)
-    torch.where(positive, exponent, torch.sub(mat, delta_n, out=scratch), out=exponent).mul_(slope)
-    exponent.masked_fill_(~(positive | negative), float("-inf"))
-    pos_shift, has_pos = _side_shift(exponent, positive, scratch)
-    neg_shift, has_neg = _side_shift(exponent, negative, scratch)
-    exponent.sub_(torch.where(positive, pos_shift[:, None], neg_shift[:, None], out=scratch)).exp_()
-    pos_total = torch.where(positive, exponent, zero, out=scratch).sum(dim=1)
-    neg_total = torch.where(negative, exponent, zero, out=scratch).sum(dim=1)
-    pos_lse = torch.where(has_pos, pos_shift + torch.log(pos_total), zero)
-    neg_lse = torch.where(has_neg, neg_shift + torch.log(neg_total), zero)
-    pos_scale = torch.where(has_pos, 1.0 / pos_total, zero)
-    neg_scale = torch.where(has_neg, 1.0 / neg_total, zero)
-    torch.where(positive, pos_scale[:, None], neg_scale[:, None], out=weights).mul_(exponent).mul_(slope)
-    return pos_lse + neg_lse
-
-
-class _CircleRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, mat, positive, negative, gamma, m):  # noqa: ANN001, ANN205
-        weights = mat.new_empty(mat.shape)  # contiguous, so its row blocks are too
-        inner = mat.new_empty(mat.shape[0])
-        for rows in row_blocks(mat.shape[0], mat.shape[1], mat.device):
-            inner[rows] = _circle_block(mat[rows], positive[rows], negative[rows], weights[rows], gamma, m)
-        ctx.save_for_backward(weights)
-        return inner
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_inner):  # noqa: ANN001, ANN205
-        (weights,) = ctx.saved_tensors
-        return weights * grad_inner[:, None], None, None, None, None
-
-
-def circle_rows(
-    mat: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, *, m: float = 0.4, gamma: float = 80.0
-) -> torch.Tensor:
-    """Per-anchor circle losses (length B) of a B x B cosine-similarity matrix; 0 for anchors lacking a side.
-
-    ``positive`` and ``negative`` are disjoint B x B boolean masks. Differentiable w.r.t. ``mat``.
-    """
-    if mat.dim() != 2 or positive.shape != mat.shape or negative.shape != mat.shape:
-        raise ValueError("mat, positive and negative must be B x B' tensors of one shape")
-    positive, negative = positive.bool(), negative.bool()
-    inner = _CircleRows.apply(mat, positive, negative, float(gamma), float(m))
-    both = positive.any(dim=1) & negative.any(dim=1)
-    return F.softplus(inner) * both.to(inner.dtype)
+    """Per-anchor circle losses (length B) of a cosine-similarity matrix, as the formula reads."""
+    optimum_p, optimum_n, delta_p, delta_n = 1 + m, -m, 1 - m, m
+    alpha_p = (optimum_p - mat).detach().relu()  # the weights are constants for the gradient
+    alpha_n = (mat - optimum_n).detach().relu()
+    lowest = torch.finfo(mat.dtype).min  # left out of a logsumexp, and no NaN gradient for a row without pairs
+    positive_logits = (-gamma * alpha_p * (mat - delta_p)).masked_fill(~positive, lowest)
+    negative_logits = (gamma * alpha_n * (mat - delta_n)).masked_fill(~negative, lowest)
+    losses = F.softplus(positive_logits.logsumexp(dim=1) + negative_logits.logsumexp(dim=1))
+    return torch.where(positive.any(dim=1) & negative.any(dim=1), losses, 0.0)
 
 
 class CircleLoss(MetricLoss):
@@ -130,7 +67,9 @@ class CircleLoss(MetricLoss):
         distance: must be `CosineSimilarity` (the default).
         reduction: default ``"mean_nonzero"`` (pytorch-metric-learning's AvgNonZeroReducer) over
             the B anchors; ``"none"`` gives the B per-anchor losses.
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a Relation.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -153,10 +92,11 @@ class CircleLoss(MetricLoss):
         distance: CosineSimilarity | None = None,
         reduction: Reduction | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         distance = CosineSimilarity() if distance is None else distance
         if not isinstance(distance, CosineSimilarity):
@@ -166,6 +106,7 @@ class CircleLoss(MetricLoss):
         super().__init__(
             distance,
             reduction,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -176,6 +117,13 @@ class CircleLoss(MetricLoss):
         self.m = float(m)
         self.gamma = float(gamma)
 
+    def uses_kernel(self) -> bool:
+        """Whether `forward` runs the fused kernel: for `CosineSimilarity` itself, with every reduction.
+
+        A subclass of your own (which may redefine the matrix) runs `circle_reference`.
+        """
+        return builtin_distance(self.distance)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -183,12 +131,13 @@ class CircleLoss(MetricLoss):
         indices_tuple: IndicesTuple | None = None,
     ) -> torch.Tensor:
         check_embeddings(embeddings)
-        embeddings = compute_input(embeddings)
+        embeddings = upcast_half(embeddings)
         relation = self.relation(embeddings, labels, indices_tuple)
         if indices_tuple is not None or isinstance(labels, Relation):
             check_disjoint(relation)
         mat = self.distance(embeddings)
-        losses = circle_rows(mat, relation.positive, relation.negative, m=self.m, gamma=self.gamma)
+        rows = circle_rows if self.uses_kernel() else circle_reference
+        losses = rows(mat, relation.positive, relation.negative, m=self.m, gamma=self.gamma)
         # The shared zero loss is float32; keep float64 float64.
         return self.reduce(losses, embeddings).to(losses.dtype)
 

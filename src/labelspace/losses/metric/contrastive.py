@@ -42,6 +42,11 @@ Notes:
       pairs, each in anchor-major order (`Relation.pair_indices`); positive losses are
       multiplied by their weight when weighting.
 
+Implementation: `ContrastiveLoss.reference` is the formula above on the distance matrix and the
+relation's masks. `forward` runs it, or, where `ContrastiveLoss.uses_kernel` says so, the fused
+kernel of ``_kernels/contrastive.py`` (same value and gradient, row-blocked, no B x B loss tensor
+kept for the backward pass).
+
 Example:
     >>> import torch
     >>> from labelspace.losses.metric.contrastive import ContrastiveLoss
@@ -59,6 +64,7 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from labelspace.distances import BaseDistance, LpDistance
 from labelspace.losses.base import (
@@ -67,74 +73,13 @@ from labelspace.losses.base import (
     Reduction,
     check_embeddings,
     check_positive_weighting,
-    compute_input,
     positive_weights,
     reduce_pair_losses,
-    row_blocks,
 )
-from labelspace.relations import IndicesTuple, Relation, Rule
-
-
-def _side_losses(values: torch.Tensor, mask: torch.Tensor, margin: float, sign: float) -> torch.Tensor:
-    """relu(sign * (values - margin)) where ``mask``, else 0."""
-    losses = (values - margin).mul_(sign).relu_()
-    return losses.masked_fill_(~mask, 0)
-
-
-class _ContrastiveTerms(torch.autograd.Function):
-    """Both reduced terms of the contrastive loss from the B x B matrix, row block by row block.
-
-    One pass over cache-sized row blocks computes the sums and the counts of both sides; the
-    backward pass recomputes the active pairs per block instead of keeping B x B loss tensors,
-    so the only B x B tensor saved is the matrix itself (already kept by the distance).
-    """
-
-    @staticmethod
-    def forward(ctx, matrix, positive, negative, weight, pos_margin, neg_margin, inverted, reduction):  # noqa: ANN001
-        pos_sign, neg_sign = (-1.0, 1.0) if inverted else (1.0, -1.0)
-        totals = torch.zeros(4, dtype=torch.float64, device=matrix.device)  # pos sum, pos count, neg sum, neg count
-        for rows in row_blocks(matrix.shape[0], matrix.shape[1], matrix.device):
-            block = matrix[rows]
-            positive_losses = _side_losses(block, positive[rows], pos_margin, pos_sign)
-            negative_losses = _side_losses(block, negative[rows], neg_margin, neg_sign)
-            counted_positive = positive_losses > 0 if reduction == "mean_nonzero" else positive[rows]
-            counted_negative = negative_losses > 0 if reduction == "mean_nonzero" else negative[rows]
-            if weight is None:
-                totals[0] += positive_losses.sum(dtype=torch.float64)
-                totals[1] += counted_positive.sum()
-            else:
-                block_weight = weight[rows].to(matrix.dtype)
-                totals[0] += (positive_losses * block_weight).sum(dtype=torch.float64)
-                totals[1] += torch.where(counted_positive, block_weight, 0).sum(dtype=torch.float64)
-            totals[2] += negative_losses.sum(dtype=torch.float64)
-            totals[3] += counted_negative.sum()
-        if reduction == "sum":
-            totals[1] = totals[3] = 1.0
-        pos_denominator = totals[1].clamp(min=1e-300) if weight is not None else totals[1].clamp(min=1)
-        neg_denominator = totals[3].clamp(min=1)
-        value = totals[0] / pos_denominator + totals[2] / neg_denominator
-        ctx.save_for_backward(matrix, positive, negative, weight, pos_denominator, neg_denominator)
-        ctx.settings = (pos_margin, neg_margin, pos_sign, neg_sign)
-        return value.to(matrix.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001
-        matrix, positive, negative, weight, pos_denominator, neg_denominator = ctx.saved_tensors
-        pos_margin, neg_margin, pos_sign, neg_sign = ctx.settings
-        pos_scale = (grad.double() * pos_sign / pos_denominator).to(matrix.dtype)
-        neg_scale = (grad.double() * neg_sign / neg_denominator).to(matrix.dtype)
-        result = torch.empty_like(matrix)
-        for rows in row_blocks(matrix.shape[0], matrix.shape[1], matrix.device):
-            block = matrix[rows]
-            active_positive = _side_losses(block, positive[rows], pos_margin, pos_sign) > 0
-            active_negative = _side_losses(block, negative[rows], neg_margin, neg_sign) > 0
-            out = result[rows]
-            if weight is None:
-                torch.mul(active_positive, pos_scale, out=out)
-            else:
-                torch.where(active_positive, weight[rows].to(matrix.dtype) * pos_scale, out.new_zeros(()), out=out)
-            out.add_(active_negative * neg_scale)
-        return result, None, None, None, None, None, None, None
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.contrastive import contrastive_terms
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 
 class ContrastiveLoss(MetricLoss):
@@ -150,7 +95,9 @@ class ContrastiveLoss(MetricLoss):
             the negative pair losses separately, then summed.
         positive_weighting: ``"none"`` or ``"jaccard"`` (weight each positive pair's loss by the
             Jaccard similarity of the two label sets).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a Relation.
+        relation: how multi-hot labels become a Relation: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
     """
 
     default_reduction: Reduction = "mean_nonzero"
@@ -163,14 +110,16 @@ class ContrastiveLoss(MetricLoss):
         reduction: Reduction | None = None,
         positive_weighting: PositiveWeighting = "none",
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             reduction,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -181,6 +130,30 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = float(neg_margin)
         self.positive_weighting: PositiveWeighting = positive_weighting
 
+    def reference(self, embeddings: torch.Tensor, relation: Relation, weight: torch.Tensor | None) -> torch.Tensor:
+        """The loss as its formula reads: relu of each pair's margin violation, each side reduced."""
+        matrix = self.distance(upcast_half(embeddings))
+        beyond_pos_margin = F.relu(self.distance.margin(self.pos_margin, matrix))
+        within_neg_margin = F.relu(self.distance.margin(matrix, self.neg_margin))
+        positive_losses = torch.where(relation.positive, beyond_pos_margin, 0)
+        negative_losses = torch.where(relation.negative, within_neg_margin, 0)
+        if weight is not None:
+            weight = weight.to(matrix.dtype)
+        positive_term = reduce_pair_losses(positive_losses, self.reduction, mask=relation.positive, weight=weight)
+        negative_term = reduce_pair_losses(negative_losses, self.reduction, mask=relation.negative)
+        if self.reduction == "none":
+            return torch.cat([positive_term, negative_term])
+        return positive_term + negative_term
+
+    def uses_kernel(self) -> bool:
+        """Whether `forward` runs the fused kernel (``_kernels/contrastive.py``) instead of `reference`.
+
+        The kernel reduces (``"mean"``, ``"mean_nonzero"``, ``"sum"``; not ``"none"``, which lists
+        the pairs) and reads the built-in distances' margins from ``is_inverted``; a subclass of
+        `BaseDistance` may define its own ``margin``, so it gets `reference`.
+        """
+        return self.reduction != "none" and builtin_distance(self.distance)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -190,38 +163,18 @@ class ContrastiveLoss(MetricLoss):
         check_embeddings(embeddings)
         relation = self.relation(embeddings, labels, indices_tuple)
         weight = positive_weights(self.positive_weighting, relation, labels, embeddings.shape[0], embeddings.device)
-        inputs = compute_input(embeddings)
-        matrix = self.distance(inputs)
-        if self.reduction != "none":
-            if weight is not None:
-                weight = weight.to(matrix.dtype)
-            return _ContrastiveTerms.apply(
-                matrix,
-                relation.positive,
-                relation.negative,
-                weight,
-                self.pos_margin,
-                self.neg_margin,
-                self.distance.is_inverted,
-                self.reduction,
-            )
-        # Each B x B loss matrix is made once and then masked and clamped in place.
-        if self.distance.is_inverted:
-            positive_losses = self.pos_margin - matrix
-            negative_losses = matrix - self.neg_margin
-        else:
-            positive_losses = matrix - self.pos_margin
-            negative_losses = self.neg_margin - matrix
-        del matrix
-        positive_losses = positive_losses.masked_fill_(~relation.positive, 0).relu_()
-        negative_losses = negative_losses.masked_fill_(~relation.negative, 0).relu_()
-        if weight is not None:
-            weight = weight.to(positive_losses.dtype)
-        positive_term = reduce_pair_losses(positive_losses, self.reduction, mask=relation.positive, weight=weight)
-        negative_term = reduce_pair_losses(negative_losses, self.reduction, mask=relation.negative)
-        if self.reduction == "none":
-            return torch.cat([positive_term, negative_term])
-        return positive_term + negative_term
+        if not self.uses_kernel():
+            return self.reference(embeddings, relation, weight)
+        return contrastive_terms(
+            self.distance(upcast_half(embeddings)),
+            relation.positive,
+            relation.negative,
+            weight,
+            self.pos_margin,
+            self.neg_margin,
+            self.distance.is_inverted,
+            self.reduction,
+        )
 
     def extra_repr(self) -> str:
         return (

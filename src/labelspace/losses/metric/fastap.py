@@ -6,18 +6,51 @@ over ``num_bins`` bins: every distance adds a triangular pulse to the two bins a
 multi-hot labels, relevant means a positive of the `Relation` (by default: shares a label).
 Anchors without a relevant item are left out, as in pytorch-metric-learning.
 
-pytorch-metric-learning builds a (num_bins + 1) x B x B pulse tensor; here each distance is
-scattered into its two bins, so memory and time are O(B^2) (a handful of B x B tensors).
+`soft_histograms` below is the formula: a (num_bins + 1) x B x B tensor of pulses, as
+pytorch-metric-learning builds it. The loss runs it for a distance of your own (a subclass); for
+`LpDistance` itself it runs the kernel `labelspace.losses.metric._kernels.fastap`, which scatters
+each distance into its two bins, so memory and time are O(B^2) (`FastAPLoss.uses_kernel`). Both
+feed `average_precision`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from labelspace.distances import BaseDistance, LpDistance
-from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, compute_input, reduce, zero_loss
-from labelspace.relations import IndicesTuple, Relation, Rule, check_indices_tuple
+from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, reduce, zero_loss
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.fastap import fastap_histograms
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule, check_indices_tuple
+
+__all__ = ["FastAPLoss", "average_precision", "miner_weights", "soft_histograms"]
+
+
+def soft_histograms(
+    distances: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, num_bins: int, top: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each anchor's soft histograms of its positives' and negatives' distances, two B x (num_bins + 1) tensors.
+
+    Bin k (centre k delta, delta = top / num_bins) gets the pulse max(0, 1 - |d - k delta| / delta) of each distance d.
+    """
+    centres = torch.linspace(0, top, num_bins + 1, dtype=distances.dtype, device=distances.device)
+    pulses = (1 - (distances[:, :, None] - centres).abs() / (top / num_bins)).relu()  # B x B x (num_bins + 1)
+    return (pulses * positive[:, :, None]).sum(dim=1), (pulses * negative[:, :, None]).sum(dim=1)
+
+
+def average_precision(
+    positive_histogram: torch.Tensor, negative_histogram: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_k h+_k H+_k / H_k per anchor (H: cumulative histograms), over the bins where it is defined; and those bins.
+
+    Divided by the anchor's number of relevant items, this is FastAP's estimate of its average precision.
+    """
+    positive_cumulative = torch.cumsum(positive_histogram, dim=1)
+    cumulative = torch.cumsum(positive_histogram + negative_histogram, dim=1)
+    product = positive_histogram * positive_cumulative
+    defined = (product > 0) & (cumulative > 0)
+    return torch.where(defined, product / torch.where(defined, cumulative, 1), 0).sum(dim=1), defined
 
 
 def miner_weights(indices_tuple: IndicesTuple | None, size: int, dtype: torch.dtype, device: torch.device):
@@ -50,7 +83,9 @@ class FastAPLoss(MetricLoss):
         num_bins: number of histogram bins.
         distance: an ``LpDistance`` with ``p=2`` and normalised embeddings (default ``LpDistance(power=2)``).
         reduction: default ``"mean"`` over the anchors with a relevant item.
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -71,10 +106,11 @@ class FastAPLoss(MetricLoss):
         distance: BaseDistance | None = None,
         reduction: Reduction | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         distance = LpDistance(power=2) if distance is None else distance
         if not (isinstance(distance, LpDistance) and distance.normalize_embeddings and distance.p == 2):
@@ -82,6 +118,7 @@ class FastAPLoss(MetricLoss):
         super().__init__(
             distance,
             reduction,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -92,6 +129,13 @@ class FastAPLoss(MetricLoss):
         self.num_bins = int(num_bins)
         self.num_edges = self.num_bins + 1
 
+    def uses_kernel(self) -> bool:
+        """Whether `forward` builds the histograms with the scatter kernel: for `LpDistance` itself, every reduction.
+
+        A subclass of your own (which may redefine the matrix) gets `soft_histograms` of its matrix.
+        """
+        return builtin_distance(self.distance)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -99,58 +143,26 @@ class FastAPLoss(MetricLoss):
         indices_tuple: IndicesTuple | None = None,
     ) -> torch.Tensor:
         check_embeddings(embeddings)
-        work = compute_input(embeddings)
-        size, dtype, device = work.shape[0], work.dtype, work.device
+        work = upcast_half(embeddings)
         relation = self.relation(embeddings, labels, indices_tuple if labels is None else None)
-        weights = miner_weights(indices_tuple, size, dtype, device)
+        weights = miner_weights(indices_tuple, work.shape[0], work.dtype, work.device)
         positive, negative = relation.positive, relation.negative
         num_relevant = positive.sum(dim=1)
         anchors = num_relevant > 0
         if not bool(anchors.any()):
             return work.new_zeros(0) if self.reduction == "none" else zero_loss(work)
-        bins = self.num_bins
-        delta = 2.0**self.distance.power / bins  # bin centres 0, delta, ..., 2**power: the distance's range
-        if type(self.distance) is LpDistance and self.distance.power == 2:
-            # squared distance in bin units, (|x|^2 + |y|^2 - 2 x.y) / delta, as one matrix product of
-            # [x, |x|^2, 1] and [-2 y, 1, |y|^2] / delta (|x| is 1, or 0 for a zero embedding)
-            normalized = self.distance.maybe_normalize(work)
-            norms = normalized.pow(2).sum(dim=1, keepdim=True)
-            ones = torch.ones_like(norms)
-            left = torch.cat([normalized, norms, ones], dim=1)
-            right = torch.cat([normalized * (-2.0 / delta), ones / delta, norms / delta], dim=1)
-            position = left @ right.T
+        if self.uses_kernel():
+            histograms = fastap_histograms(work, self.distance, positive, negative, self.num_bins)
         else:
-            position = self.distance(work) / delta
-        # A distance at position t (in bins) puts a triangular pulse 1 - |t - k| on bins k = floor(t) and
-        # floor(t) + 1 only: weights 1 - frac and frac. Outside [0, bins] (rounding) it is clamped in.
-        position = position.clamp(0, bins)
-        lower = position.detach().long().clamp_(0, bins - 1)  # clamp_ also keeps a NaN in range
-        fraction = position - lower
-        # One scatter for both histograms: columns [0, bins) positives, [bins, 2 bins) negatives, rest ignored.
-        column = torch.where(positive, 0, torch.where(negative, bins, 2 * bins)).add_(lower)
-        with torch.no_grad():
-            counts = torch.zeros(size, 3 * bins, dtype=dtype, device=device)
-            counts.scatter_add_(1, column, torch.ones((), dtype=dtype, device=device).expand(size, size))
-        fractions = torch.zeros(size, 3 * bins, dtype=dtype, device=device).scatter_add(1, column, fraction)
-
-        def histogram(part: int) -> torch.Tensor:
-            # bin k gets (1 - frac) from the distances with floor(t) = k and frac from those with floor(t) = k - 1
-            count = counts[:, part * bins : (part + 1) * bins]
-            weight = fractions[:, part * bins : (part + 1) * bins]
-            return F.pad(count - weight, (0, 1)) + F.pad(weight, (1, 0))
-
-        positive_histogram = histogram(0)
-        negative_histogram = histogram(1)
-        positive_cumulative = torch.cumsum(positive_histogram, dim=1)
-        cumulative = torch.cumsum(positive_histogram + negative_histogram, dim=1)
-        product = positive_histogram * positive_cumulative
-        safe = (product > 0) & (cumulative > 0)
-        if not bool(safe.any()):
+            histograms = soft_histograms(
+                self.distance(work), positive, negative, self.num_bins, 2.0**self.distance.power
+            )
+        precision, defined = average_precision(*histograms)
+        if not bool(defined.any()):
             return work.new_zeros(0) if self.reduction == "none" else zero_loss(work)
-        precision = torch.where(safe, product / torch.where(safe, cumulative, 1), 0).sum(dim=1)
-        fast_ap = precision[anchors] / num_relevant[anchors].to(dtype)
+        fast_ap = precision[anchors] / num_relevant[anchors].to(work.dtype)
         losses = (1 - fast_ap) * weights[anchors]
-        return reduce(losses, self.reduction, work).to(dtype)
+        return reduce(losses, self.reduction, work).to(work.dtype)
 
     def extra_repr(self) -> str:
         return f"num_bins={self.num_bins}, reduction={self.reduction!r}"

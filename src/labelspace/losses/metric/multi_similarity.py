@@ -9,12 +9,12 @@ anchor i with positives P_i and negatives N_i, and a similarity S (default `Cosi
 and the loss is the mean of l_i over all B anchors: an anchor without positives (or negatives)
 contributes 0 for that term and still counts in the mean, as in pytorch-metric-learning. With a
 distance (``is_inverted`` False, e.g. `LpDistance`) the signs flip: ``S - base`` becomes
-``base - d``.
+``base - d``; `multi_similarity_reference` writes both as the distance's ``margin``.
 
-Implementation: one custom autograd function over the B x B similarity matrix. The forward pass
-works on blocks of rows in place (masked exponents, per-anchor shifts so nothing overflows, masked
-row sums) and keeps a single B x B matrix for the backward pass: d loss / d S, the signed
-per-anchor softmax weights. Nothing of size B x B x anything is built.
+`multi_similarity_reference` below is the formula, differentiated by autograd. The loss runs it
+for a distance of your own; for labelspace's distances it runs the fused kernel
+(`labelspace.losses.metric._kernels.multi_similarity`), the same values and gradients from row
+blocks that keep one B x B tensor for the backward pass (`MultiSimilarityLoss.uses_kernel`).
 
 Notes:
     - ``indices_tuple`` (from a miner) takes precedence over ``labels`` and becomes B x B masks,
@@ -31,95 +31,34 @@ Notes:
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from labelspace.distances import BaseDistance, CosineSimilarity
-from labelspace.losses.base import (
-    MetricLoss,
-    Reduction,
-    check_disjoint,
-    check_embeddings,
-    compute_input,
-    row_blocks,
-)
-from labelspace.relations import IndicesTuple, Relation, Rule
+from labelspace.losses.base import MetricLoss, Reduction, check_disjoint, check_embeddings
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.multi_similarity import multi_similarity_rows
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+
+__all__ = ["MultiSimilarityLoss", "multi_similarity_reference", "multi_similarity_rows"]
 
 
-def _log_one_plus(shift: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """log(exp(-shift) + total) + shift = log(1 + sum exp(x)) given total = sum exp(x - shift), shift >= 0."""
-    return torch.where(shift == 0, torch.log1p(total), shift + torch.log(torch.exp(-shift) + total))
-
-
-def _multi_similarity_block(
+def multi_similarity_reference(
     mat: torch.Tensor,
     positive: torch.Tensor,
     negative: torch.Tensor,
-    weights: torch.Tensor,
+    distance: BaseDistance,
+    *,
     alpha: float,
     beta: float,
     base: float,
-    sign: float,
 ) -> torch.Tensor:
-    """Per-anchor losses of a block of rows; writes d loss_i / d mat_ij into ``weights``."""
-    neg_inf = torch.full((), float("-inf"), dtype=mat.dtype, device=mat.device)
-    zero = torch.zeros((), dtype=mat.dtype, device=mat.device)
-    exponent = torch.sub(mat, base)  # positives: alpha * margin(mat, base); negatives: beta * margin(base, mat)
-    scratch = torch.mul(exponent, sign * alpha)
-    exponent.mul_(-sign * beta)
-    torch.where(positive, scratch, exponent, out=exponent)
-    exponent.masked_fill_(~(positive | negative), float("-inf"))
-    # Per-anchor shifts (>= 0: the "1 +" is exp(0) inside the log-sum-exp), one for each side.
-    pos_shift = torch.where(positive, exponent, neg_inf, out=scratch).amax(dim=1).clamp_min_(0)
-    neg_shift = torch.where(negative, exponent, neg_inf, out=scratch).amax(dim=1).clamp_min_(0)
-    exponent.sub_(torch.where(positive, pos_shift[:, None], neg_shift[:, None], out=scratch)).exp_()
-    pos_total = torch.where(positive, exponent, zero, out=scratch).sum(dim=1)
-    neg_total = torch.where(negative, exponent, zero, out=scratch).sum(dim=1)
-    losses = (1.0 / alpha) * _log_one_plus(pos_shift, pos_total) + (1.0 / beta) * _log_one_plus(neg_shift, neg_total)
-    pos_scale = sign / (torch.exp(-pos_shift) + pos_total)
-    neg_scale = -sign / (torch.exp(-neg_shift) + neg_total)
-    torch.where(positive, pos_scale[:, None], neg_scale[:, None], out=weights).mul_(exponent)
-    return losses
-
-
-class _MultiSimilarityRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, mat, positive, negative, alpha, beta, base, inverted):  # noqa: ANN001, ANN205
-        sign = -1.0 if inverted else 1.0
-        weights = mat.new_empty(mat.shape)  # contiguous, so its row blocks are too
-        losses = mat.new_empty(mat.shape[0])
-        for rows in row_blocks(mat.shape[0], mat.shape[1], mat.device):
-            losses[rows] = _multi_similarity_block(
-                mat[rows], positive[rows], negative[rows], weights[rows], alpha, beta, base, sign
-            )
-        ctx.save_for_backward(weights)
-        return losses
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_losses):  # noqa: ANN001, ANN205
-        (weights,) = ctx.saved_tensors
-        return weights * grad_losses[:, None], None, None, None, None, None, None
-
-
-def multi_similarity_rows(
-    mat: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor,
-    *,
-    alpha: float = 2.0,
-    beta: float = 50.0,
-    base: float = 0.5,
-    inverted: bool = True,
-) -> torch.Tensor:
-    """Per-anchor multi-similarity losses (length B) of a B x B similarity (``inverted``) or distance matrix.
-
-    ``positive`` and ``negative`` are disjoint B x B boolean masks. Differentiable w.r.t. ``mat``.
-    """
-    if mat.dim() != 2 or positive.shape != mat.shape or negative.shape != mat.shape:
-        raise ValueError("mat, positive and negative must be B x B' tensors of one shape")
-    return _MultiSimilarityRows.apply(
-        mat, positive.bool(), negative.bool(), float(alpha), float(beta), float(base), bool(inverted)
-    )
+    """Per-anchor multi-similarity losses (length B) of ``mat = distance(embeddings)``, as the formula reads."""
+    lowest = torch.finfo(mat.dtype).min  # left out of a logsumexp, and no NaN gradient for a row without pairs
+    pull = (alpha * distance.margin(base, mat)).masked_fill(~positive, lowest)  # a positive farther than base
+    push = (beta * distance.margin(mat, base)).masked_fill(~negative, lowest)  # a negative closer than base
+    zero = mat.new_zeros(())
+    # log(1 + sum_j e^{x_j}) = logaddexp(0, logsumexp_j x_j), accurate also when the sum is tiny
+    return torch.logaddexp(zero, pull.logsumexp(dim=1)) / alpha + torch.logaddexp(zero, push.logsumexp(dim=1)) / beta
 
 
 class MultiSimilarityLoss(MetricLoss):
@@ -132,7 +71,9 @@ class MultiSimilarityLoss(MetricLoss):
         distance: default `CosineSimilarity`.
         reduction: default ``"mean"`` over all B anchors (pytorch-metric-learning's MeanReducer);
             ``"none"`` gives the B per-anchor losses.
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a Relation.
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
 
     Example:
         >>> import torch
@@ -156,14 +97,16 @@ class MultiSimilarityLoss(MetricLoss):
         distance: BaseDistance | None = None,
         reduction: Reduction | None = None,
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
             reduction,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -175,6 +118,14 @@ class MultiSimilarityLoss(MetricLoss):
         self.beta = float(beta)
         self.base = float(base)
 
+    def uses_kernel(self) -> bool:
+        """Whether `forward` runs the fused kernel: for labelspace's own distances, with every reduction.
+
+        The kernel takes the margin's sign from ``is_inverted``; a distance of your own (a subclass,
+        which may redefine ``margin``) runs `multi_similarity_reference`, which calls it.
+        """
+        return builtin_distance(self.distance)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -182,20 +133,17 @@ class MultiSimilarityLoss(MetricLoss):
         indices_tuple: IndicesTuple | None = None,
     ) -> torch.Tensor:
         check_embeddings(embeddings)
-        embeddings = compute_input(embeddings)
+        embeddings = upcast_half(embeddings)
         relation = self.relation(embeddings, labels, indices_tuple)
         if indices_tuple is not None or isinstance(labels, Relation):
             check_disjoint(relation)
         mat = self.distance(embeddings)
-        losses = multi_similarity_rows(
-            mat,
-            relation.positive,
-            relation.negative,
-            alpha=self.alpha,
-            beta=self.beta,
-            base=self.base,
-            inverted=self.distance.is_inverted,
-        )
+        settings = {"alpha": self.alpha, "beta": self.beta, "base": self.base}
+        if self.uses_kernel():
+            inverted = self.distance.is_inverted
+            losses = multi_similarity_rows(mat, relation.positive, relation.negative, inverted=inverted, **settings)
+        else:
+            losses = multi_similarity_reference(mat, relation.positive, relation.negative, self.distance, **settings)
         # The shared zero loss is float32; keep float64 float64.
         return self.reduce(losses, embeddings).to(losses.dtype)
 

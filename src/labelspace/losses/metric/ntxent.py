@@ -13,9 +13,12 @@ The loss is the mean of l(a, p) over all positive pairs (pytorch-metric-learning
 ``MeanReducer``). A positive pair whose anchor has no negative costs 0 and still counts in the
 mean, as there; a batch without positive pairs (or without any negative) gives 0.
 
-Cost: lse_a is one masked logsumexp per row of the B x B similarity matrix, so time and memory
-are O(B^2) (pytorch-metric-learning builds a positives x negatives matrix, O(B^3) for a batch
-of a few classes). The graph keeps one B x B float matrix.
+Implementation: `NTXentLoss.reference` is the first line of the formula, each positive beside
+its anchor's negatives (a positives x B matrix, O(B^3) for a batch of a few classes, as
+pytorch-metric-learning's positives x negatives matrix). `forward` runs it, or, where
+`NTXentLoss.uses_kernel` says so, the kernel of ``_kernels/ntxent.py``, the second line: lse_a
+is one masked logsumexp per row of the B x B similarity matrix, so time and memory are O(B^2)
+and the graph keeps one B x B float matrix.
 
 Multi-label graded positives: with ``positive_weighting="jaccard"`` each positive pair's loss
 is weighted by the Jaccard similarity w(a, p) = |Y_a ∩ Y_p| / |Y_a ∪ Y_p| of the label sets:
@@ -58,6 +61,7 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from labelspace.distances import BaseDistance, CosineSimilarity
 from labelspace.losses.base import (
@@ -66,11 +70,13 @@ from labelspace.losses.base import (
     Reduction,
     check_embeddings,
     check_positive_weighting,
-    compute_input,
     positive_weights,
     reduce_pair_losses,
 )
-from labelspace.relations import IndicesTuple, Relation, Rule
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.ntxent import ntxent_pair_losses
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
 
 
 class NTXentLoss(MetricLoss):
@@ -82,7 +88,9 @@ class NTXentLoss(MetricLoss):
         reduction: default ``"mean"`` (MeanReducer over the positive pairs).
         positive_weighting: ``"none"`` or ``"jaccard"`` (weight each positive pair's loss by the
             Jaccard similarity of the two label sets).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a Relation.
+        relation: how multi-hot labels become a Relation: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
     """
 
     default_reduction: Reduction = "mean"
@@ -94,14 +102,16 @@ class NTXentLoss(MetricLoss):
         reduction: Reduction | None = None,
         positive_weighting: PositiveWeighting = "none",
         *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
             reduction,
+            relation=relation,
             rule=rule,
             min_shared=min_shared,
             pos_threshold=pos_threshold,
@@ -113,6 +123,26 @@ class NTXentLoss(MetricLoss):
         self.temperature = float(temperature)
         self.positive_weighting: PositiveWeighting = positive_weighting
 
+    def reference(self, embeddings: torch.Tensor, relation: Relation, weight: torch.Tensor | None) -> torch.Tensor:
+        """The loss as its formula reads: -log softmax of each positive among itself and its anchor's negatives."""
+        matrix = self.distance(upcast_half(embeddings))
+        logits = (matrix if self.distance.is_inverted else -matrix) / self.temperature
+        anchors, positives = torch.where(relation.positive)
+        negatives = logits[anchors].masked_fill(~relation.negative[anchors], float("-inf"))
+        candidates = torch.cat([logits[anchors, positives, None], negatives], dim=1)  # the positive first
+        losses = -F.log_softmax(candidates, dim=1)[:, 0]
+        if weight is not None:
+            weight = weight[anchors, positives].to(losses.dtype)
+        return reduce_pair_losses(losses, self.reduction, weight=weight)
+
+    def uses_kernel(self) -> bool:
+        """Whether `forward` runs the O(B^2) kernel (``_kernels/ntxent.py``) instead of `reference`.
+
+        It serves every reduction of the built-in distances; any other `BaseDistance` subclass gets
+        `reference` (one row of logits per positive pair), as in the other metric losses.
+        """
+        return builtin_distance(self.distance)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -122,22 +152,12 @@ class NTXentLoss(MetricLoss):
         check_embeddings(embeddings)
         relation = self.relation(embeddings, labels, indices_tuple)
         weight = positive_weights(self.positive_weighting, relation, labels, embeddings.shape[0], embeddings.device)
-        matrix = self.distance(compute_input(embeddings))
-        scale = (1.0 if self.distance.is_inverted else -1.0) / self.temperature
-        logits = matrix * scale  # s / T: the only B x B float this loss keeps for backward
-        del matrix
-        anchors, positives = torch.where(relation.positive)
-        positive_logits = logits[anchors, positives]  # indexing saves the indices, not `logits`
-        # Keep only each anchor's negatives for its logsumexp. Rows without any negative stay
-        # finite (a row of -inf would give a NaN gradient) and their lse is set to -inf below.
-        has_negative = relation.negative.any(dim=1)
-        logits.masked_fill_(~relation.negative & has_negative[:, None], float("-inf"))
-        lse = torch.logsumexp(logits, dim=1)
-        lse = torch.where(has_negative, lse, torch.full_like(lse, float("-inf")))
-        # softplus(lse - s) = log(1 + exp(lse - s)): -log softmax of the positive, 0 when the anchor has no
-        # negative. logaddexp(0, .) is exact everywhere (F.softplus switches to the identity above 20).
-        margins = lse[anchors] - positive_logits
-        losses = torch.logaddexp(torch.zeros_like(margins), margins)
+        if not self.uses_kernel():
+            return self.reference(embeddings, relation, weight)
+        matrix = self.distance(upcast_half(embeddings))
+        logits = matrix * ((1.0 if self.distance.is_inverted else -1.0) / self.temperature)
+        del matrix  # the logits are the only B x B float this loss keeps for backward
+        anchors, positives, losses = ntxent_pair_losses(logits, relation.positive, relation.negative)
         if weight is not None:
             weight = weight[anchors, positives].to(losses.dtype)
         return reduce_pair_losses(losses, self.reduction, weight=weight)

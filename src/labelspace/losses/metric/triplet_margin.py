@@ -1,16 +1,26 @@
 """Triplet margin loss, as pytorch-metric-learning's `TripletMarginLoss`, for single- and multi-label batches.
 
+For each triplet (a, p, n), with a distance d (default `LpDistance`, smaller is closer):
+
+    l(a, p, n) = [d(a, p) - d(a, n) + margin]_+        (softplus instead of [.]_+ with smooth_loss)
+
+and with a similarity s (``distance.is_inverted``), [s(a, n) - s(a, p) + margin]_+; with ``swap``,
+d(a, n) is replaced by d(p, n) when that is the smaller. The loss is the reduction of l over the
+triplets (default ``"mean_nonzero"``: the mean over the triplets with l > 0).
+
 Triplets come from an ``indices_tuple`` (a miner's ``(a, p, n)``, or ``(a1, p, a2, n)`` pairs joined
 on their anchors as pytorch-metric-learning does), else from the batch's `Relation`: every anchor,
 every positive of it and every negative of it (``triplets_per_anchor="all"``), or that many random
 (positive, negative) draws per anchor.
 
-Memory. With all triplets of a batch the loss is computed chunk by chunk over the positive pairs
-(a, p), each chunk against every candidate negative, with a hand-written gradient: the work
-tensors hold at most ``max(CHUNK_ELEMENTS, B)`` elements each, on top of the B x B distance
-matrix and its B x B gradient, so memory is O(B^2), never O(B^3) nor O(number of triplets).
-With explicit triplets (a miner's output, ``reduction="none"``, ``triplets_per_anchor=k``) the
-work is per triplet: distances of the T gathered rows when ``T * dim <= max(B^2, ROWS_ELEMENTS)``
+Implementation: `TripletMarginLoss.reference` is the formula on listed triplets, gathered from the
+B x B matrix. `forward` runs it, or, where `TripletMarginLoss.uses_kernel` says so, the kernels of
+``_kernels/triplet_margin.py``. Memory there: all triplets of a batch, reduced, are computed chunk by
+chunk over the positive pairs (a, p), each chunk against every candidate negative, with a
+hand-written gradient: work tensors of at most ``max(CHUNK_ELEMENTS, B)`` elements, on top of the
+B x B distance matrix and its B x B gradient, so memory is O(B^2), never O(B^3) nor O(number of
+triplets). With listed triplets (a miner's output, ``reduction="none"``, ``triplets_per_anchor=k``)
+the work is per triplet: distances of the T gathered rows when ``T * dim <= max(B^2, ROWS_ELEMENTS)``
 (batch-hard mining: no B x B matrix at all), else gathers from the B x B matrix.
 """
 
@@ -21,14 +31,158 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from labelspace.distances import BaseDistance, DotProductSimilarity, LpDistance
-from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, compute_input, reduce, zero_loss
-from labelspace.relations import IndicesTuple, Relation, Rule, check_indices_tuple
+from labelspace.distances import BaseDistance, LpDistance
+from labelspace.losses.base import MetricLoss, Reduction, check_embeddings
+from labelspace.losses.metric._kernels import builtin_distance
+from labelspace.losses.metric._kernels.triplet_margin import all_triplets_loss, listed_triplet_distances
+from labelspace.losses.reduction import reduce
+from labelspace.precision import upcast_half
+from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule, check_indices_tuple
 
 CHUNK_ELEMENTS = 1 << 22
-"""Largest work tensor (elements) of the all-triplets computation; a chunk is at least one row of B."""
+"""Largest work tensor (elements) of the all-triplets kernel; a chunk is at least one row of B."""
 ROWS_ELEMENTS = 1 << 22
-"""Explicit triplets use gathered rows (no B x B matrix) while ``T * dim <= max(B * B, ROWS_ELEMENTS)``."""
+"""Listed triplets use gathered rows (no B x B matrix) while ``T * dim <= max(B * B, ROWS_ELEMENTS)``."""
+
+
+class TripletMarginLoss(MetricLoss):
+    """Triplet margin loss: ``L = mean over triplets with L > 0 of [d(a,p) - d(a,n) + margin]_+``.
+
+    For similarities (``CosineSimilarity``, ``DotProductSimilarity``) the violation is
+    ``s(a,n) - s(a,p) + margin``. Same defaults and values as pytorch-metric-learning's
+    ``TripletMarginLoss`` (``LpDistance``, ``AvgNonZeroReducer``); multi-hot labels or a `Relation`
+    give the positives and negatives of each anchor (by default: positive when sharing a label,
+    negative when sharing none).
+
+    Args:
+        margin: the desired gap between the anchor-negative and the anchor-positive distance.
+        swap: use the positive-negative distance instead of the anchor-negative one when it is
+            the smaller (violates the margin more).
+        smooth_loss: ``softplus`` of the violation instead of its positive part.
+        triplets_per_anchor: ``"all"`` triplets of the batch, or that many random (positive,
+            negative) draws per anchor; ignored when an ``indices_tuple`` is given.
+        distance: default ``LpDistance()`` (Euclidean on L2-normalised embeddings).
+        reduction: default ``"mean_nonzero"`` (mean of the triplets with a positive loss).
+        relation: how multi-hot labels become a `Relation`: a `RelationRule` or its name
+            (``"overlap"``, the default, ``"jaccard"``, ``"exact"``). ``rule``, ``min_shared``,
+            ``pos_threshold`` and ``neg_threshold`` are its deprecated spelling.
+
+    Example:
+        >>> import torch
+        >>> embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+        >>> labels = torch.tensor([[1, 0], [1, 1], [0, 1]])  # item 1 shares a label with both others
+        >>> loss = TripletMarginLoss(margin=1.0)
+        >>> round(loss(embeddings, labels).item(), 4)  # triplets (0, 1, 2) and (2, 1, 0): sqrt(2) - 2 + 1
+        0.4142
+    """
+
+    default_reduction: Reduction = "mean_nonzero"
+
+    def __init__(
+        self,
+        margin: float = 0.05,
+        swap: bool = False,
+        smooth_loss: bool = False,
+        triplets_per_anchor: int | Literal["all"] = "all",
+        distance: BaseDistance | None = None,
+        reduction: Reduction | None = None,
+        *,
+        relation: RelationRule | str | None = None,
+        rule: Rule | None = None,
+        min_shared: int | None = None,
+        pos_threshold: float | None = None,
+        neg_threshold: float | None = None,
+    ) -> None:
+        super().__init__(
+            LpDistance() if distance is None else distance,
+            reduction,
+            relation=relation,
+            rule=rule,
+            min_shared=min_shared,
+            pos_threshold=pos_threshold,
+            neg_threshold=neg_threshold,
+        )
+        if triplets_per_anchor != "all" and (
+            isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1
+        ):
+            raise ValueError(f'triplets_per_anchor must be "all" or a positive int, got {triplets_per_anchor!r}')
+        self.margin = float(margin)
+        self.swap = bool(swap)
+        self.smooth_loss = bool(smooth_loss)
+        self.triplets_per_anchor = triplets_per_anchor
+
+    def reference(
+        self, embeddings: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of the listed triplets as the formula reads, gathered from the B x B matrix."""
+        work = upcast_half(embeddings)
+        matrix = self.distance(work)
+        to_positive, to_negative = matrix[anchors, positives], matrix[anchors, negatives]
+        if self.swap:  # the positive's distance to the negative, where that one is the closer
+            to_negative = self.distance.smallest(to_negative, matrix[positives, negatives])
+        return self.reduce_triplets(to_positive, to_negative, work)
+
+    def reduce_triplets(
+        self, to_positive: torch.Tensor, to_negative: torch.Tensor, embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """[margin - how much farther the negative is than the positive]_+ (softplus when smooth), reduced."""
+        violation = self.margin - self.distance.margin(to_positive, to_negative)
+        losses = F.softplus(violation) if self.smooth_loss else F.relu(violation)
+        return reduce(losses, self.reduction, embeddings)
+
+    def uses_kernel(self) -> bool:
+        """Whether `forward` runs the kernels of ``_kernels/triplet_margin.py`` instead of `reference`.
+
+        They serve the built-in distances, whose matrix, rows and margin they reproduce: all triplets
+        of the batch, reduced (``triplets_per_anchor="all"`` and a reduction other than ``"none"``),
+        in chunks without listing them; listed triplets (a miner's, sampled ones, ``"none"``) from
+        gathered rows (`uses_row_distances`). A subclass of `BaseDistance` gets `reference`.
+        """
+        return builtin_distance(self.distance)
+
+    def uses_row_distances(self, num_triplets: int, size: int, dim: int) -> bool:
+        """Listed triplets in the kernel: distances of gathered rows (True) or gathers from the B x B matrix."""
+        return num_triplets * dim <= max(size * size, ROWS_ELEMENTS)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | Relation | None = None,
+        indices_tuple: IndicesTuple | None = None,
+    ) -> torch.Tensor:
+        check_embeddings(embeddings)
+        work = upcast_half(embeddings)
+        if indices_tuple is not None:
+            checked = check_indices_tuple(indices_tuple, embeddings.shape[0])
+            triplets = as_triplets(tuple(t.to(embeddings.device) for t in checked))
+        else:
+            relation = self.relation(embeddings, labels, None)
+            if self.triplets_per_anchor != "all":
+                triplets = sample_triplets(relation, self.triplets_per_anchor)
+            elif self.uses_kernel() and self.reduction != "none":
+                return all_triplets_loss(
+                    self.distance,
+                    work,
+                    relation,
+                    self.margin,
+                    self.swap,
+                    self.smooth_loss,
+                    self.reduction,
+                    CHUNK_ELEMENTS,
+                )
+            else:
+                triplets = relation.triplet_indices()
+        if not self.uses_kernel():
+            return self.reference(work, *triplets)
+        use_rows = self.uses_row_distances(len(triplets[0]), *work.shape)
+        distances = listed_triplet_distances(self.distance, work, *triplets, swap=self.swap, use_rows=use_rows)
+        return self.reduce_triplets(*distances, work)
+
+    def extra_repr(self) -> str:
+        return (
+            f"margin={self.margin}, swap={self.swap}, smooth_loss={self.smooth_loss}, "
+            f"triplets_per_anchor={self.triplets_per_anchor!r}, reduction={self.reduction!r}"
+        )
 
 
 def pairs_to_triplets(
@@ -80,231 +234,3 @@ def sample_triplets(
     positives = torch.multinomial(positive[anchors].float(), per_anchor, replacement=True, generator=generator)
     negatives = torch.multinomial(negative[anchors].float(), per_anchor, replacement=True, generator=generator)
     return anchors.repeat_interleave(per_anchor), positives.reshape(-1), negatives.reshape(-1)
-
-
-def row_distances(
-    distance: BaseDistance, normalized: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]
-) -> list[torch.Tensor]:
-    """``distance`` between rows ``first[i]`` and ``second[i]`` of already normalised embeddings, per pair list.
-
-    One ``index_select`` for all the rows (its backward is a fast ``index_add``).
-    """
-    rows = normalized.index_select(0, torch.cat([index for pair in pairs for index in pair]))
-    pieces = rows.split([len(index) for pair in pairs for index in pair])
-    values = []
-    for first, second in zip(pieces[0::2], pieces[1::2], strict=True):
-        if isinstance(distance, LpDistance):
-            value = torch.linalg.vector_norm(first - second, ord=distance.p, dim=1)
-        else:
-            value = (first * second).sum(dim=1)
-        values.append(value**distance.power if distance.power != 1 else value)
-    return values
-
-
-class _AllTripletsLoss(torch.autograd.Function):
-    """Reduced triplet margin loss over every (a, p, n) with p in the positive pairs, n a negative of a.
-
-    Chunked over positive pairs, the gradient w.r.t. the distance matrix accumulated in the forward.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        matrix: torch.Tensor,
-        anchors: torch.Tensor,
-        positives: torch.Tensor,
-        negative: torch.Tensor,
-        margin: float,
-        swap: bool,
-        smooth: bool,
-        inverted: bool,
-        reduction: str,
-    ) -> torch.Tensor:
-        size = matrix.shape[0]
-        sign = -1.0 if inverted else 1.0  # violation = sign * (d_ap - d_an) + margin
-        grad = torch.zeros_like(matrix)
-        total = torch.zeros((), dtype=torch.float64, device=matrix.device)
-        count = torch.zeros((), dtype=torch.long, device=matrix.device)
-        step = max(1, CHUNK_ELEMENTS // max(size, 1))
-        for start in range(0, len(anchors), step):
-            anchor, positive = anchors[start : start + step], positives[start : start + step]
-            to_negative = matrix[anchor]  # (k, B): d(a, n) for every candidate n
-            if swap:
-                from_positive = matrix[positive]  # d(p, n)
-                farther = torch.maximum if inverted else torch.minimum
-                to_negative_used = farther(to_negative, from_positive)
-            else:
-                to_negative_used = to_negative
-            violation = sign * (matrix[anchor, positive][:, None] - to_negative_used) + margin
-            losses = F.softplus(violation) if smooth else F.relu(violation)
-            keep = negative[anchor]
-            if reduction == "mean_nonzero":
-                keep = keep & (losses > 0)
-            total += torch.where(keep, losses, 0).sum(dtype=torch.float64)
-            count += keep.sum()
-            if not ctx.needs_input_grad[0]:
-                continue
-            slope = torch.sigmoid(violation) if smooth else (violation > 0).to(matrix.dtype)
-            slope = torch.where(keep, slope, 0)
-            grad.index_put_((anchor, positive), sign * slope.sum(dim=1), accumulate=True)
-            if swap:
-                # torch.minimum / maximum send the gradient to the chosen side, half to each on ties.
-                chosen = (to_negative < from_positive) if not inverted else (to_negative > from_positive)
-                share = chosen.to(matrix.dtype) + 0.5 * (to_negative == from_positive).to(matrix.dtype)
-                grad.index_add_(0, anchor, -sign * slope * share)
-                grad.index_add_(0, positive, -sign * slope * (1 - share))
-            else:
-                grad.index_add_(0, anchor, -sign * slope)
-        if reduction in ("mean", "mean_nonzero"):
-            denominator = max(int(count), 1)
-            total = total / denominator
-            grad = grad / denominator
-        ctx.save_for_backward(grad)
-        return total.to(matrix.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN205
-        (grad,) = ctx.saved_tensors
-        return (grad_output * grad, None, None, None, None, None, None, None, None)
-
-
-class TripletMarginLoss(MetricLoss):
-    """Triplet margin loss: ``L = mean over triplets with L > 0 of [d(a,p) - d(a,n) + margin]_+``.
-
-    For similarities (``CosineSimilarity``, ``DotProductSimilarity``) the violation is
-    ``s(a,n) - s(a,p) + margin``. Same defaults and values as pytorch-metric-learning's
-    ``TripletMarginLoss`` (``LpDistance``, ``AvgNonZeroReducer``); multi-hot labels or a `Relation`
-    give the positives and negatives of each anchor (by default: positive when sharing a label,
-    negative when sharing none).
-
-    Args:
-        margin: the desired gap between the anchor-negative and the anchor-positive distance.
-        swap: use the positive-negative distance instead of the anchor-negative one when it is
-            the smaller (violates the margin more).
-        smooth_loss: ``softplus`` of the violation instead of its positive part.
-        triplets_per_anchor: ``"all"`` triplets of the batch, or that many random (positive,
-            negative) draws per anchor; ignored when an ``indices_tuple`` is given.
-        distance: default ``LpDistance()`` (Euclidean on L2-normalised embeddings).
-        reduction: default ``"mean_nonzero"`` (mean of the triplets with a positive loss).
-        rule, min_shared, pos_threshold, neg_threshold: how multi-hot labels become a `Relation`.
-
-    Example:
-        >>> import torch
-        >>> embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-        >>> labels = torch.tensor([[1, 0], [1, 1], [0, 1]])  # item 1 shares a label with both others
-        >>> loss = TripletMarginLoss(margin=1.0)
-        >>> round(loss(embeddings, labels).item(), 4)  # triplets (0, 1, 2) and (2, 1, 0): sqrt(2) - 2 + 1
-        0.4142
-    """
-
-    default_reduction: Reduction = "mean_nonzero"
-
-    def __init__(
-        self,
-        margin: float = 0.05,
-        swap: bool = False,
-        smooth_loss: bool = False,
-        triplets_per_anchor: int | Literal["all"] = "all",
-        distance: BaseDistance | None = None,
-        reduction: Reduction | None = None,
-        *,
-        rule: Rule = "overlap",
-        min_shared: int = 1,
-        pos_threshold: float = 0.5,
-        neg_threshold: float = 0.0,
-    ) -> None:
-        super().__init__(
-            LpDistance() if distance is None else distance,
-            reduction,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
-        )
-        if triplets_per_anchor != "all" and (
-            isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1
-        ):
-            raise ValueError(f'triplets_per_anchor must be "all" or a positive int, got {triplets_per_anchor!r}')
-        self.margin = float(margin)
-        self.swap = bool(swap)
-        self.smooth_loss = bool(smooth_loss)
-        self.triplets_per_anchor = triplets_per_anchor
-
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor | Relation | None = None,
-        indices_tuple: IndicesTuple | None = None,
-    ) -> torch.Tensor:
-        check_embeddings(embeddings)
-        work = compute_input(embeddings)
-        if indices_tuple is not None:
-            checked = check_indices_tuple(indices_tuple, embeddings.shape[0])
-            anchors, positives, negatives = as_triplets(tuple(t.to(embeddings.device) for t in checked))
-            return self.explicit_triplets(work, anchors, positives, negatives)
-        relation = self.relation(embeddings, labels, None)
-        if self.triplets_per_anchor != "all":
-            return self.explicit_triplets(work, *sample_triplets(relation, self.triplets_per_anchor))
-        if self.reduction == "none":
-            return self.explicit_triplets(work, *relation.triplet_indices())
-        return self.all_triplets(work, relation)
-
-    def triplet_losses(self, positive_distances: torch.Tensor, negative_distances: torch.Tensor) -> torch.Tensor:
-        if self.distance.is_inverted:
-            violation = negative_distances - positive_distances + self.margin
-        else:
-            violation = positive_distances - negative_distances + self.margin
-        return F.softplus(violation) if self.smooth_loss else F.relu(violation)
-
-    def explicit_triplets(
-        self, embeddings: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
-    ) -> torch.Tensor:
-        """Loss of the given triplets (per-triplet work; O(T) memory beyond the embeddings)."""
-        if len(anchors) == 0:
-            return embeddings.new_zeros(0) if self.reduction == "none" else zero_loss(embeddings)
-        size, dim = embeddings.shape
-        pairs = [(anchors, positives), (anchors, negatives)] + ([(positives, negatives)] if self.swap else [])
-        if self.uses_row_distances(len(anchors), size, dim):
-            normalized = self.distance.maybe_normalize(embeddings)
-            distances = row_distances(self.distance, normalized, pairs)
-        else:
-            matrix = self.distance(embeddings)
-            flat = matrix.reshape(-1)  # index_select: its backward is a fast index_add
-            distances = [flat.index_select(0, first * size + second) for first, second in pairs]
-        to_positive, to_negative = distances[0], distances[1]
-        if self.swap:
-            farther = torch.maximum if self.distance.is_inverted else torch.minimum
-            to_negative = farther(to_negative, distances[2])
-        return reduce(self.triplet_losses(to_positive, to_negative), self.reduction, embeddings).to(embeddings.dtype)
-
-    def uses_row_distances(self, num_triplets: int, size: int, dim: int) -> bool:
-        """Explicit triplets: distances of gathered rows (True) or gathers from the B x B matrix (False)."""
-        return isinstance(self.distance, (LpDistance, DotProductSimilarity)) and num_triplets * dim <= max(
-            size * size, ROWS_ELEMENTS
-        )
-
-    def all_triplets(self, embeddings: torch.Tensor, relation: Relation) -> torch.Tensor:
-        """Loss over every triplet of the relation, chunked, O(B^2) memory."""
-        positive, negative = relation.positive, relation.negative
-        usable = positive & negative.any(dim=1, keepdim=True)
-        if not bool(usable.any()):
-            return zero_loss(embeddings)
-        anchors, positives = torch.where(usable)
-        matrix = self.distance(embeddings)
-        return _AllTripletsLoss.apply(
-            matrix,
-            anchors,
-            positives,
-            negative,
-            self.margin,
-            self.swap,
-            self.smooth_loss,
-            self.distance.is_inverted,
-            self.reduction,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"margin={self.margin}, swap={self.swap}, smooth_loss={self.smooth_loss}, "
-            f"triplets_per_anchor={self.triplets_per_anchor!r}, reduction={self.reduction!r}"
-        )
