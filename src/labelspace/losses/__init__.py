@@ -1,6 +1,8 @@
 """Losses. Head losses (`BCEHeadLoss`, `FocalLoss`, `AsymmetricLoss`, ...) take ``(logits, targets)``.
 Metric losses take ``(embeddings, labels=None, indices_tuple=None)`` like
 pytorch-metric-learning's, with labels as class ids, a multi-hot matrix or a `Relation`.
+The losses that call the model (`CombinedLoss`, `ModelLoss`, `as_model_loss`, the cached and
+GIST losses) live in `labelspace.objectives`; their old names here are deprecated aliases.
 
 Example:
     >>> import torch
@@ -10,6 +12,8 @@ Example:
     >>> bool(MultiSimilarityLoss()(embeddings, labels) > 0)
     True
 """
+
+from typing import Any
 
 from labelspace.losses.base import MetricLoss
 from labelspace.losses.head import (
@@ -25,16 +29,8 @@ from labelspace.losses.metric.fastap import FastAPLoss
 from labelspace.losses.metric.multi_similarity import MultiSimilarityLoss
 from labelspace.losses.metric.ntxent import NTXentLoss
 from labelspace.losses.metric.triplet_margin import TripletMarginLoss
-from labelspace.losses.model_loss import CombinedLoss, ModelLoss, as_model_loss
-from labelspace.losses.text import (
-    AnglELoss,
-    CachedGISTEmbedLoss,
-    CachedMultipleNegativesRankingLoss,
-    CoSENTLoss,
-    GISTEmbedLoss,
-    MultipleNegativesRankingLoss,
-    TripletLoss,
-)
+from labelspace.losses.moved import moved_name
+from labelspace.losses.text import AnglELoss, CoSENTLoss, MultipleNegativesRankingLoss, TripletLoss
 
 __all__ = [
     "CombinedLoss",
@@ -60,3 +56,25 @@ __all__ = [
     "NTXentLoss",
     "TripletMarginLoss",
 ]
+
+#: old name -> the module that holds it now: the model-level losses moved to labelspace.objectives
+#: (deprecated paths, for one release)
+DEPRECATED_ALIASES = {
+    name: "labelspace.objectives"
+    for name in (
+        "CombinedLoss",
+        "ModelLoss",
+        "as_model_loss",
+        "CachedMultipleNegativesRankingLoss",
+        "GISTEmbedLoss",
+        "CachedGISTEmbedLoss",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in DEPRECATED_ALIASES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from labelspace import objectives  # noqa: F401  (a deprecated path: objectives sit a layer above losses)
+
+    return moved_name(__name__, name, DEPRECATED_ALIASES[name])

@@ -5,10 +5,9 @@ On embeddings (the encoder call stays outside, so any model's embeddings can be 
 labels=None)``; the former with multi-label false-negative masking), `CoSENTLoss` and `AnglELoss`
 (``loss(embeddings1, embeddings2, scores)``).
 
-Model-level (``loss(model, batch)``, they embed the texts themselves): `CachedMultipleNegativesRankingLoss`
-(GradCache), `GISTEmbedLoss` and `CachedGISTEmbedLoss` (a guide model filters false negatives).
-These three are imported on first use, as they build on `labelspace.losses.model_loss`, which
-imports this package.
+The model-level losses that embed the texts themselves, `CachedMultipleNegativesRankingLoss`
+(GradCache), `GISTEmbedLoss` and `CachedGISTEmbedLoss`, moved to `labelspace.objectives`; their
+names still import from here for one release, with a DeprecationWarning.
 
 Example:
     >>> import torch
@@ -27,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from labelspace.losses.moved import moved_name
 from labelspace.losses.text.pairs import AnglELoss, CoSENTLoss
 from labelspace.losses.text.ranking import MultipleNegativesRankingLoss
 from labelspace.losses.text.triplet import TripletLoss
@@ -41,21 +41,20 @@ __all__ = [
     "TripletLoss",
 ]
 
-_LAZY = {
-    "CachedMultipleNegativesRankingLoss": "labelspace.losses.text.cached",
-    "GISTEmbedLoss": "labelspace.losses.text.gist",
-    "CachedGISTEmbedLoss": "labelspace.losses.text.gist",
+#: old name -> the module that holds it now (deprecated paths, for one release)
+DEPRECATED_ALIASES = {
+    "CachedMultipleNegativesRankingLoss": "labelspace.objectives",
+    "GISTEmbedLoss": "labelspace.objectives",
+    "CachedGISTEmbedLoss": "labelspace.objectives",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    if name not in DEPRECATED_ALIASES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from labelspace import objectives  # noqa: F401  (a deprecated path: objectives sit a layer above losses)
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_name(__name__, name, DEPRECATED_ALIASES[name])
 
 
 def __dir__() -> list[str]:

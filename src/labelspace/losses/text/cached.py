@@ -1,408 +1,77 @@
-"""GradCache: in-batch losses over large batches in the memory of one mini-batch.
+"""Deprecated: the GradCache losses moved to `labelspace.objectives` (this path works for one release).
 
-In-batch losses couple every item of a batch to every other one, so the batch cannot simply be
-split for gradient accumulation. GradCache (Gao et al. 2021, https://arxiv.org/abs/2101.06983)
-splits the work in three steps instead:
+`CachedMultipleNegativesRankingLoss` is now in `labelspace.objectives` (module
+`labelspace.objectives.cached`), the GradCache machinery (`grad_cache_loss`,
+`embed_mini_batches`, `RandomState`, ...) in `labelspace.objectives.gradcache`. The names still
+import from here, with a DeprecationWarning. `shares_label_rows` is
+``RelationRule().false_negative_mask(labels[begin:end], labels)``.
 
-1. embed every column in mini-batches *without* gradients (only one mini-batch of activations is
-   ever alive), remembering the random-number state before each mini-batch;
-2. compute the loss on the detached embeddings and backpropagate it to them: the gradient
-   :math:`g = \\partial L / \\partial e` of every embedding is cached (the loss itself is computed
-   over row chunks of ``mini_batch_size`` anchors, so its B x B logits are never all alive either);
-3. when the caller backpropagates the returned loss, re-embed each mini-batch *with* gradients
-   under the restored random state (dropout draws the same masks, so the embeddings are exactly
-   those of step 1) and backpropagate the cached gradient through it:
-   :math:`\\partial L / \\partial \\theta = \\sum_{\\text{mini-batches}} g^\\top \\, \\partial e / \\partial \\theta`.
-
-The value and the parameter gradients equal those of the plain loss; peak memory is that of one
-mini-batch plus the B x d embeddings. `grad_cache_loss` implements the three steps once for every
-cached loss (`CachedMultipleNegativesRankingLoss` here, `CachedGISTEmbedLoss` in
-`labelspace.losses.text.gist`): a loss only supplies the loss of a chunk of anchor rows.
+Example:
+    >>> import warnings
+    >>> from labelspace.objectives import CachedMultipleNegativesRankingLoss
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     from labelspace.losses.text.cached import CachedMultipleNegativesRankingLoss as Old
+    >>> Old is CachedMultipleNegativesRankingLoss, caught[0].category.__name__
+    (True, 'DeprecationWarning')
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.autograd.function import once_differentiable
 
-from labelspace import parallel as distributed
-from labelspace.data.batch import TextBatch
-from labelspace.losses.base import compute_input
-from labelspace.losses.model_loss import EmbeddingCache, ModelLoss, encoder_of
-from labelspace.losses.text.ranking import MultipleNegativesRankingLoss, Similarity
+from labelspace.losses.moved import moved_name
+from labelspace.relations import RelationRule
 
-__all__ = [
-    "CachedMultipleNegativesRankingLoss",
-    "MiniBatch",
-    "RandomState",
-    "check_mini_batch_size",
-    "embed_mini_batches",
-    "grad_cache_loss",
-    "row_chunks",
-    "shares_label_rows",
-]
+#: old name -> the module that holds it now
+DEPRECATED_ALIASES = {
+    "CachedMultipleNegativesRankingLoss": "labelspace.objectives",
+    **{
+        name: "labelspace.objectives.gradcache"
+        for name in (
+            "MiniBatch",
+            "RandomState",
+            "RowLoss",
+            "check_mini_batch_size",
+            "embed_mini_batches",
+            "grad_cache_loss",
+            "row_chunks",
+        )
+    },
+}
 
-#: ``row_loss(embeddings, begin, end)``: the summed loss of anchor rows ``begin:end`` divided by the batch size.
-RowLoss = Callable[[list[torch.Tensor], int, int], torch.Tensor]
+__all__ = sorted([*DEPRECATED_ALIASES, "shares_label_rows"])
 
-
-def check_mini_batch_size(mini_batch_size: Any) -> int:
-    """``mini_batch_size`` as an int, or a ValueError when it is not an integer >= 1."""
-    if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
-        raise ValueError(f"mini_batch_size must be an integer >= 1, got {mini_batch_size!r}")
-    return mini_batch_size
-
-
-def row_chunks(size: int, chunk: int) -> Iterator[tuple[int, int]]:
-    """``(begin, end)`` of consecutive chunks of at most ``chunk`` rows covering ``range(size)``."""
-    for begin in range(0, size, chunk):
-        yield begin, min(begin + chunk, size)
+_OVERLAP = RelationRule()
 
 
 def shares_label_rows(labels: torch.Tensor, begin: int, end: int) -> torch.Tensor:
-    """Rows ``begin:end`` of `labelspace.losses.text.ranking.shares_label` (n x B), without the B x B matrix."""
-    if labels.dim() == 1:
-        return labels[begin:end, None] == labels[None, :]
-    if labels.dim() == 2:
-        present = (labels != 0).to(torch.float32)
-        return (present[begin:end] @ present.T) > 0
-    raise ValueError(f"labels must be 1-D class ids or a 2-D multi-hot matrix, got shape {tuple(labels.shape)}")
+    """Deprecated: rows ``begin:end`` of the overlap false-negative mask (n x B).
 
-
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
-    try:
-        return bool(torch.is_autocast_enabled(device_type)), torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4: only the CUDA state is queryable
-        if device_type == "cuda" and torch.is_autocast_enabled():
-            return True, torch.get_autocast_gpu_dtype()
-        return False, None
-
-
-class RandomState:
-    """A snapshot of the CPU random generator (and of the CUDA generator of ``device``), replayable later.
+    Use ``RelationRule().false_negative_mask(labels[begin:end], labels)``.
 
     Example:
-        >>> import torch
-        >>> state = RandomState(torch.device("cpu"))
-        >>> first = torch.rand(3)
-        >>> with state.restored():
-        ...     again = torch.rand(3)
-        >>> torch.equal(first, again)
-        True
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     shares_label_rows(torch.tensor([[1, 0], [1, 1], [0, 1]]), 0, 1).tolist()
+        [[True, True, False]]
     """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cpu = torch.get_rng_state()
-        self.cuda_index: int | None = None
-        self.cuda: torch.Tensor | None = None
-        if device.type == "cuda":
-            self.cuda_index = device.index if device.index is not None else torch.cuda.current_device()
-            self.cuda = torch.cuda.get_rng_state(self.cuda_index)
-
-    @contextmanager
-    def restored(self) -> Iterator[None]:
-        """Run the block from the snapshot's state; the generators are put back as they were afterwards."""
-        devices = [] if self.cuda_index is None else [self.cuda_index]
-        with torch.random.fork_rng(devices=devices):
-            torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
-                torch.cuda.set_rng_state(self.cuda, self.cuda_index)
-            yield
+    warnings.warn(
+        "shares_label_rows(labels, begin, end) is deprecated; use "
+        "RelationRule().false_negative_mask(labels[begin:end], labels) (labelspace.relations) instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _OVERLAP.false_negative_mask(labels[begin:end], labels)
 
 
-@dataclass
-class MiniBatch:
-    """One embedded mini-batch of a column: its rows, tokenised features, random state and autocast state."""
+def __getattr__(name: str) -> Any:
+    if name not in DEPRECATED_ALIASES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from labelspace import objectives  # noqa: F401  (a deprecated path: objectives sit a layer above losses)
 
-    begin: int
-    end: int
-    features: dict[str, torch.Tensor]
-    random_state: RandomState | None
-    autocast: tuple[bool, torch.dtype | None]
-
-    @contextmanager
-    def replaying(self, device_type: str) -> Iterator[None]:
-        """The random and autocast state of the first pass (for the re-embedding with gradients)."""
-        enabled, dtype = self.autocast
-        restore = self.random_state.restored() if self.random_state is not None else nullcontext()
-        cast = torch.autocast(device_type, dtype=dtype, enabled=True) if enabled else nullcontext()
-        with restore, cast:
-            yield
-
-
-def _progress(items: Sequence[Any], show: bool, desc: str) -> Any:
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
-
-
-def embed_mini_batches(
-    encoder: nn.Module,
-    texts: Sequence[str],
-    mini_batch_size: int,
-    *,
-    record: bool = False,
-    show_progress_bar: bool = False,
-) -> tuple[torch.Tensor, list[MiniBatch]]:
-    """Embed ``texts`` mini-batch by mini-batch without gradients: (B x d embeddings, the mini-batches).
-
-    Each mini-batch is tokenised on its own (padded to its longest text). With ``record``, the
-    random state before each mini-batch is kept so that `MiniBatch.replaying` reproduces the pass.
-    """
-    device = encoder.device
-    device_type = device.type
-    chunks = list(row_chunks(len(texts), mini_batch_size))
-    batches: list[MiniBatch] = []
-    outputs: list[torch.Tensor] = []
-    for begin, end in _progress(chunks, show_progress_bar, "Embed mini-batches"):
-        features = {key: value.to(device) for key, value in encoder.tokenize(list(texts[begin:end])).items()}
-        state = RandomState(device) if record else None
-        with torch.no_grad():
-            outputs.append(encoder(features))
-        batches.append(MiniBatch(begin, end, features, state, _autocast_state(device_type)))
-    if not outputs:
-        raise ValueError("cannot embed an empty column")
-    return torch.cat(outputs, dim=0), batches
-
-
-class _Replay:
-    """Step 3: re-embed every mini-batch with gradients and pull the cached gradients through the encoder."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        columns: list[list[MiniBatch]],
-        gradients: list[torch.Tensor | None],
-        parameters: list[nn.Parameter],
-        show_progress_bar: bool,
-    ) -> None:
-        self.encoder = encoder
-        self.columns = columns
-        self.gradients = gradients
-        self.parameters = parameters
-        self.show_progress_bar = show_progress_bar
-
-    def __call__(self, grad_output: torch.Tensor) -> None:
-        device_type = self.encoder.device.type
-        work = [
-            (batch, gradient)
-            for batches, gradient in zip(self.columns, self.gradients, strict=True)
-            if gradient is not None
-            for batch in batches
-        ]
-        self.columns, self.gradients = [], []  # one backward only: the features and cached gradients go with it
-        with torch.enable_grad():
-            for batch, gradient in _progress(work, self.show_progress_bar, "Re-embed mini-batches"):
-                with batch.replaying(device_type):
-                    embeddings = self.encoder(batch.features)
-                cached = gradient[batch.begin : batch.end].to(embeddings.device)
-                # The surrogate sum(e * g) has gradient g^T de/dtheta; float32 at least, so half
-                # precision replays do not round the cached gradient. Its backward accumulates into
-                # the parameters' .grad directly: no extra parameter-sized buffers.
-                dtype = torch.promote_types(embeddings.dtype, torch.float32)
-                surrogate = (embeddings.to(dtype) * cached.to(dtype)).sum() * grad_output.to(dtype)
-                torch.autograd.backward(surrogate, inputs=self.parameters)
-
-
-class _GradCacheFunction(torch.autograd.Function):
-    """Returns the precomputed loss; its backward runs `_Replay`, which accumulates into the parameters' ``.grad``.
-
-    The parameters are inputs only so that the loss requires grad exactly when they do: their
-    gradients are accumulated by the replay itself, mini-batch by mini-batch, and the function
-    hands back None for them (so ``torch.autograd.grad(loss, parameters)`` is not supported: use
-    ``backward()``, as the trainer does).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, replay: _Replay, *parameters: torch.Tensor) -> torch.Tensor:
-        ctx.replay = replay
-        return value.detach().clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        replay: _Replay | None = ctx.replay
-        if replay is None:
-            raise RuntimeError("a GradCache loss can be backpropagated only once (its cached gradients are spent)")
-        ctx.replay = None
-        replay(grad_output)
-        return (None, None, *(None for _ in replay.parameters))
-
-
-def _chunked(row_loss: RowLoss, embeddings: list[torch.Tensor], chunk: int, backward: bool) -> torch.Tensor:
-    """Sum of ``row_loss`` over row chunks, each chunk's graph backpropagated and freed when ``backward``."""
-    total: torch.Tensor | None = None
-    for begin, end in row_chunks(embeddings[0].shape[0], chunk):
-        part = row_loss(embeddings, begin, end)
-        if backward:
-            part.backward()
-            part = part.detach()
-        total = part if total is None else total + part
-    assert total is not None
-    return total
-
-
-def grad_cache_loss(
-    model: nn.Module,
-    columns: Sequence[Sequence[str]],
-    row_loss: RowLoss,
-    *,
-    mini_batch_size: int,
-    show_progress_bar: bool = False,
-) -> torch.Tensor:
-    """The GradCache loss of ``columns`` (lists of texts) under ``model``: its value, with a backward that trains.
-
-    ``row_loss(embeddings, begin, end)`` receives one B x d tensor per column (gathered across
-    processes in a ``torchrun`` job) and returns the summed loss of anchor rows ``begin:end``
-    divided by B, so the sum over chunks is the batch loss. Without gradient mode (evaluation) or
-    without trainable parameters, the value is returned as a plain tensor. Otherwise the returned
-    scalar's backward re-embeds the mini-batches and accumulates the parameters' gradients, scaled
-    by the incoming gradient (loss weights, gradient-accumulation division, fp16 loss scaling).
-    """
-    encoder = encoder_of(model)
-    parameters = [parameter for parameter in encoder.parameters() if parameter.requires_grad]
-    training = torch.is_grad_enabled() and bool(parameters)
-    embedded = [
-        embed_mini_batches(encoder, texts, mini_batch_size, record=training, show_progress_bar=show_progress_bar)
-        for texts in columns
-    ]
-    if not training:
-        with torch.no_grad():
-            gathered = [distributed.gather_with_grad(embeddings) for embeddings, _ in embedded]
-            return _chunked(row_loss, gathered, mini_batch_size, backward=False)
-
-    leaves = [embeddings.detach().requires_grad_() for embeddings, _ in embedded]
-    with torch.enable_grad():
-        if distributed.is_distributed():
-            # Loss on the global batch: gradients of the gathered copies flow back through the
-            # gather (summed over the processes) into this process's own leaves.
-            gathered = [distributed.gather_with_grad(leaf) for leaf in leaves]
-            work = [tensor.detach().requires_grad_() for tensor in gathered]
-            value = _chunked(row_loss, work, mini_batch_size, backward=True)
-            used = [(tensor, copy.grad) for tensor, copy in zip(gathered, work, strict=True) if copy.grad is not None]
-            torch.autograd.backward([tensor for tensor, _ in used], [grad for _, grad in used])
-        else:
-            value = _chunked(row_loss, leaves, mini_batch_size, backward=True)
-    gradients = [leaf.grad for leaf in leaves]
-    replay = _Replay(encoder, [batches for _, batches in embedded], gradients, parameters, show_progress_bar)
-    return _GradCacheFunction.apply(value, replay, *parameters)
-
-
-class CachedMultipleNegativesRankingLoss(ModelLoss):
-    r"""`MultipleNegativesRankingLoss` with GradCache: batches far larger than memory allows.
-
-    The same loss as `MultipleNegativesRankingLoss` (and sentence-transformers'
-    ``CachedMultipleNegativesRankingLoss`` with its defaults): for anchors :math:`a_i`, candidates
-    :math:`c = (p_1..p_B, n^{(1)}_1..n^{(K)}_B)` and scale :math:`s`,
-
-    .. math::
-
-        L = \frac{1}{B} \sum_i -\log \frac{\exp(s \cdot \mathrm{sim}(a_i, p_i))}
-                                          {\sum_{j \notin M_i} \exp(s \cdot \mathrm{sim}(a_i, c_j))}
-
-    with :math:`M_i` the in-batch positives :math:`p_j` (j != i) sharing a label with anchor i
-    when the batch carries labels (multi-label false negatives; never the own positive, never a
-    hard negative). It is computed in three steps (see the module docstring): embed without
-    gradients in mini-batches of ``mini_batch_size`` texts, cache the gradient of the loss with
-    respect to each embedding, then, during ``backward()``, re-embed each mini-batch with the
-    random state of the first pass (identical dropout) and backpropagate the cached gradient. The
-    value and the gradients equal the non-cached loss; peak memory is that of one mini-batch.
-
-    ``forward(model, batch, cache=None)`` embeds the texts itself (``cache`` is ignored: shared
-    embeddings with gradients would defeat the caching). Call ``backward()`` once on the returned
-    value (or on a sum containing it) before the next optimiser step. Under ``torch.no_grad()``
-    (evaluation) the loss is computed without the second pass.
-
-    Args:
-        scale: inverse temperature s (sentence-transformers' default 20.0).
-        similarity: ``"cosine"`` (default) or ``"dot"``.
-        mini_batch_size: texts per forward pass; bounds the memory (default 32, as sentence-transformers).
-        show_progress_bar: show the mini-batches' progress.
-
-    Example:
-        >>> import tempfile
-        >>> from labelspace.data.batch import TextBatch
-        >>> from labelspace.losses.text import CachedMultipleNegativesRankingLoss
-        >>> from labelspace.models import LabelspaceModel
-        >>> from labelspace.models.testing import tiny_model_folder
-        >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()))
-        >>> batch = TextBatch("pairs", [["a cat", "a stock", "a song"], ["the kitten", "shares", "music"]])
-        >>> loss = CachedMultipleNegativesRankingLoss(mini_batch_size=2)
-        >>> value = loss(model, batch)
-        >>> value.backward()
-        >>> bool(value > 0), model.encoder.model.embeddings.word_embeddings.weight.grad is not None
-        (True, True)
-    """
-
-    batch_kinds = ("pairs", "triplets")
-    pairs_are_positives = True
-
-    def __init__(
-        self,
-        scale: float = 20.0,
-        similarity: Similarity = "cosine",
-        mini_batch_size: int = 32,
-        show_progress_bar: bool = False,
-    ) -> None:
-        super().__init__()
-        self.ranking = MultipleNegativesRankingLoss(scale=scale, similarity=similarity)  # validates both
-        self.mini_batch_size = check_mini_batch_size(mini_batch_size)
-        self.show_progress_bar = bool(show_progress_bar)
-
-    @property
-    def scale(self) -> float:
-        return self.ranking.scale
-
-    @property
-    def similarity(self) -> Similarity:
-        return self.ranking.similarity
-
-    def row_loss(
-        self, embeddings: list[torch.Tensor], begin: int, end: int, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Summed cross entropy of anchor rows ``begin:end`` divided by B (what `grad_cache_loss` sums)."""
-        anchors = compute_input(embeddings[0])
-        batch = anchors.shape[0]
-        queries = anchors[begin:end]
-        candidates = torch.cat([compute_input(column) for column in embeddings[1:]], dim=0)
-        if self.similarity == "cosine":
-            queries = F.normalize(queries, p=2, dim=-1)
-            candidates = F.normalize(candidates, p=2, dim=-1)
-        logits = (queries @ candidates.T) * self.scale
-        own = torch.arange(begin, end, device=logits.device)
-        if labels is not None:
-            mask = shares_label_rows(labels.to(logits.device), begin, end)
-            mask[own - begin, own] = False  # the own positive is never masked
-            logits = torch.cat([logits[:, :batch].masked_fill(mask, float("-inf")), logits[:, batch:]], dim=1)
-        return F.cross_entropy(logits, own, reduction="sum") / batch
-
-    def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
-        self.check_batch(batch)
-        labels = batch.labels
-        if labels is not None:
-            if labels.shape[0] != len(batch):
-                raise ValueError(f"labels must have one row per anchor ({len(batch)})")
-            labels = distributed.gather_without_grad(labels.to(encoder_of(model).device))
-
-        def row_loss(embeddings: list[torch.Tensor], begin: int, end: int) -> torch.Tensor:
-            return self.row_loss(embeddings, begin, end, labels)
-
-        return grad_cache_loss(
-            model,
-            batch.columns,
-            row_loss,
-            mini_batch_size=self.mini_batch_size,
-            show_progress_bar=self.show_progress_bar,
-        )
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, similarity={self.similarity!r}, mini_batch_size={self.mini_batch_size}"
+    return moved_name(__name__, name, DEPRECATED_ALIASES[name])
