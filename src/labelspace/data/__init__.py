@@ -1,4 +1,4 @@
-"""Data layer: readers, label vocabularies, datasets, conversions and splits."""
+"""Data layer: tables and label cells, readers, label vocabularies, datasets, conversions and splits."""
 
 from labelspace.data.convert import (
     labeled_to_anchor_positive,
@@ -8,6 +8,7 @@ from labelspace.data.convert import (
 )
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
 from labelspace.data.errors import DataFormatError
+from labelspace.data.label_cells import LabelWarning
 from labelspace.data.labels import LabelMatrix, LabelSet
 from labelspace.data.readers import load
 from labelspace.data.split import stratified_split, stratified_split_indices
@@ -17,6 +18,7 @@ __all__ = [
     "DataFormatError",
     "LabelMatrix",
     "LabelSet",
+    "LabelWarning",
     "LabeledDataset",
     "PairDataset",
     "TripletDataset",

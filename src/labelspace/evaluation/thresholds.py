@@ -1,5 +1,9 @@
 """Per-label decision thresholds tuned by exact search, and the rules that turn scores into label sets.
 
+This module is the one place for decision rules (`DECISION_RULES`, `check_decision_rule`,
+`default_decision_rule`, `apply_decision_rule`): `labelspace.models.LabelspaceModel` stores a rule and
+calls them, and the names stay importable from `labelspace.models.model`.
+
 Exact search: for each label the scores are sorted once (descending). Predicting positive when
 ``score >= cut`` can only change at a distinct score, so the candidate cuts are the distinct
 scores (plus "predict nothing"); cumulative sums of the sorted labels give the true positives of
@@ -50,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from labelspace.evaluation.classification import (
+    binarize,
     check_label_matrix,
     check_label_names,
     check_scores,
@@ -72,6 +77,8 @@ __all__ = [
     "TUNING_METRICS",
     "ThresholdResult",
     "apply_decision_rule",
+    "check_decision_rule",
+    "default_decision_rule",
     "label_positions",
     "per_label_targets",
     "tune_global_threshold",
@@ -152,8 +159,7 @@ class ThresholdResult:
 
     def apply(self, scores: Any) -> np.ndarray:
         """Bool predictions ``scores >= thresholds`` for an n x L score matrix."""
-        values = check_scores(scores)
-        return values >= check_thresholds(self.thresholds, values.shape[1])
+        return binarize(scores, self.thresholds)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (lists and Python scalars)."""
@@ -639,6 +645,43 @@ def tune_thresholds(
     )
 
 
+def check_decision_rule(
+    rule: str, top_k: int = 1, *, rule_name: str = "decision_rule", top_k_name: str = "top_k"
+) -> None:
+    """Raise a ValueError unless ``rule`` is one of `DECISION_RULES` and ``top_k`` a positive integer.
+
+    ``rule_name`` and ``top_k_name`` are how the message names the two (an argument, an option, a key).
+
+    Example:
+        >>> check_decision_rule("top_k", 2)
+        >>> check_decision_rule("argmax")
+        Traceback (most recent call last):
+        ...
+        ValueError: decision_rule must be one of threshold, at_least_one, top_k, got 'argmax'
+    """
+    if rule not in DECISION_RULES:
+        raise ValueError(f"{rule_name} must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"{top_k_name} must be a positive integer, got {top_k!r}")
+
+
+def default_decision_rule(head: Any) -> str:
+    """The decision rule a model starts with: ``"top_k"`` (k=1, the argmax) for a single-label head.
+
+    A softmax head picks exactly one class per text, so its label is the most probable one rather
+    than every label above a threshold; any other head starts with ``"threshold"``. ``head`` is a
+    classification head (anything with a ``kind``), a head kind such as ``"single_label"``, or None
+    (no head).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> default_decision_rule(SimpleNamespace(kind="single_label")), default_decision_rule(None)
+        ('top_k', 'threshold')
+    """
+    kind = head if isinstance(head, str) else getattr(head, "kind", None)
+    return "top_k" if kind == "single_label" else "threshold"
+
+
 def apply_decision_rule(scores: Any, thresholds: Any = 0.5, rule: str = "threshold", k: int = 1) -> np.ndarray:
     """Bool n x L predictions from scores by a decision rule.
 
@@ -652,8 +695,7 @@ def apply_decision_rule(scores: Any, thresholds: Any = 0.5, rule: str = "thresho
         >>> apply_decision_rule([[0.2, 0.4, 0.3]], rule="top_k", k=2).tolist()
         [[False, True, True]]
     """
-    if rule not in DECISION_RULES:
-        raise ValueError(f"rule must be one of {DECISION_RULES}, got {rule!r}")
+    check_decision_rule(rule, rule_name="rule")
     values = check_scores(scores)
     num_labels = values.shape[1]
     if rule == "top_k":

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from labelspace.data.labels import LabelSet
-from labelspace.evaluation.thresholds import apply_decision_rule, label_positions
+from labelspace.evaluation.thresholds import (
+    DECISION_RULES,
+    apply_decision_rule,
+    check_decision_rule,
+    default_decision_rule,
+    label_positions,
+)
 from labelspace.models.encoder import Encoder, recover_folder, save_folder_atomically
 from labelspace.models.folder_io import read_json
 from labelspace.models.heads import CONFIG_FILE as HEAD_CONFIG_FILE
@@ -36,20 +42,8 @@ __all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel", "default_decision
 CONFIG_FILE = "labelspace.json"
 CONFIG_FORMAT = "labelspace.model"
 CONFIG_VERSION = 1
-DECISION_RULES: tuple[str, ...] = ("threshold", "at_least_one", "top_k")
-
-
-def default_decision_rule(head: ClassificationHead | None) -> str:
-    """The decision rule a model starts with: ``"top_k"`` (k=1, the argmax) for a single-label head.
-
-    A softmax head picks exactly one class per text, so its label is the most probable one rather
-    than every label above a threshold; any other head starts with ``"threshold"``.
-
-    Example:
-        >>> default_decision_rule(ClassificationHead(4, 3, kind="single_label")), default_decision_rule(None)
-        ('top_k', 'threshold')
-    """
-    return "top_k" if head is not None and head.kind == "single_label" else "threshold"
+# DECISION_RULES and default_decision_rule live in labelspace.evaluation.thresholds (the one place for
+# decision rules); they are imported above and stay importable from here.
 
 
 def _as_label_set(labels: LabelSet | Sequence[str] | None) -> LabelSet | None:
@@ -87,11 +81,13 @@ def _config_decisions(config: dict[str, Any], config_path: Path, num_labels: int
                 f"got {reprlib.repr(thresholds)}"
             )
     rule = config.get("decision_rule")
-    if rule is not None and rule not in DECISION_RULES:
-        raise ValueError(f"{config_path}: 'decision_rule' must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
     top_k = config.get("top_k", 1)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"{config_path}: 'top_k' must be a positive integer, got {top_k!r}")
+    try:  # no rule given: the model's default (see default_decision_rule), valid by construction
+        check_decision_rule(
+            "threshold" if rule is None else rule, top_k, rule_name="'decision_rule'", top_k_name="'top_k'"
+        )
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
     metadata = config.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"{config_path}: 'metadata' must be a JSON object (or null), got {reprlib.repr(metadata)}")
@@ -283,10 +279,7 @@ class LabelspaceModel(nn.Module):
 
     def set_decision_rule(self, rule: str, top_k: int = 1) -> None:
         """Set how probabilities become labels (see the class docstring)."""
-        if rule not in DECISION_RULES:
-            raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        check_decision_rule(rule, top_k)
         self.decision_rule = rule
         self.top_k = top_k
 
