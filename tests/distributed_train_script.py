@@ -4,6 +4,7 @@ Usage::
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 distributed_train_script.py TINY OUT 4
     python distributed_train_script.py TINY OUT 8
+    python -m torch.distributed.run ... distributed_train_script.py TINY OUT 4 --gradients-only --wrong-world-size 1
 
 Trains a tiny model (dropout off) for 4 steps on two cases, each in ``OUT/<case>/rank<r>`` (so the test
 can see that only rank 0 writes its run folder):
@@ -15,6 +16,13 @@ Rank 0 also saves the initial model to ``OUT/<case>/init`` and writes ``OUT/repo
 (every rank does) with what ``init_from_environment`` returned and, under ``torchrun``, the
 results of the collective checks (`gather_with_grad` gradients, `gather_without_grad`,
 `average_gradients`, `broadcast_parameters`).
+
+Every run also takes one optimizer step of each case with clipping off and saves the gradients the
+optimizer is about to apply (after the Trainer's averaging across processes) to
+``OUT/gradients/<case>/rank<r>.safetensors``, with ``rank<r>.json`` counting the calls of
+`labelspace.parallel.average_gradients`. ``--gradients-only`` skips the checks and the 4-step
+training; ``--wrong-world-size N`` makes the averaging divide by N instead of the number of
+processes, to show that the gradient comparison catches a wrong scale.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from labelspace import LabelspaceModel, Trainer, TrainingArguments
 from labelspace import parallel as distributed
@@ -35,6 +45,7 @@ from labelspace.losses import BCEHeadLoss, CombinedLoss, MultipleNegativesRankin
 from toy_data import toy_data
 
 STEPS = 4
+CASES = ("labeled", "pairs")
 
 
 def new_model(tiny: Path, data: LabeledDataset) -> LabelspaceModel:
@@ -74,16 +85,18 @@ def collective_checks() -> dict[str, Any]:
     }
 
 
-def train_case(case: str, tiny: Path, out: Path, batch_size: int) -> None:
-    """Train ``case`` for `STEPS` steps with ``output_dir=out/<case>/rank<r>``."""
+def case_data(case: str, tiny: Path) -> tuple[LabelspaceModel, Any, Any]:
+    """The fresh model, the train dataset and the loss of ``case``."""
     data = toy_data()
     model = new_model(tiny, data)
     if case == "labeled":
-        train = data
-        loss: Any = CombinedLoss([(MultiSimilarityLoss(), 1.0), (BCEHeadLoss(), 1.0)])
-    else:
-        train = labeled_to_anchor_positive(data, 32, seed=0)
-        loss = MultipleNegativesRankingLoss()
+        return model, data, CombinedLoss([(MultiSimilarityLoss(), 1.0), (BCEHeadLoss(), 1.0)])
+    return model, labeled_to_anchor_positive(data, 32, seed=0), MultipleNegativesRankingLoss()
+
+
+def train_case(case: str, tiny: Path, out: Path, batch_size: int) -> None:
+    """Train ``case`` for `STEPS` steps with ``output_dir=out/<case>/rank<r>``."""
+    model, train, loss = case_data(case, tiny)
     if distributed.is_main_process():
         model.save(out / case / "init", overwrite=True)
     args = TrainingArguments(
@@ -98,21 +111,85 @@ def train_case(case: str, tiny: Path, out: Path, batch_size: int) -> None:
     Trainer(model, train, loss, args=args).train()
 
 
+def divide_by(processes: int) -> None:
+    """Make `labelspace.parallel.average_gradients` divide the summed gradients by ``processes`` (a planted bug)."""
+    average = distributed.average_gradients
+
+    def wrongly_averaged(parameters: Any) -> None:
+        world_size = distributed.world_size
+        distributed.world_size = lambda: processes  # what average_gradients divides by
+        try:
+            average(parameters)
+        finally:
+            distributed.world_size = world_size
+
+    distributed.average_gradients = wrongly_averaged
+
+
+def gradient_case(case: str, tiny: Path, out: Path, batch_size: int) -> None:
+    """One optimizer step of ``case`` without clipping; save the gradients the optimizer is handed.
+
+    The gradients are read by an optimizer step pre-hook: after backward and the Trainer's averaging
+    across processes, before the update. Parameters are named as in the model (``model.*``) or the
+    loss (``loss.*``).
+    """
+    model, train, loss = case_data(case, tiny)
+    names = {id(p): f"model.{n}" for n, p in model.named_parameters()}
+    names.update({id(p): f"loss.{n}" for n, p in loss.named_parameters()})
+    gradients: dict[str, torch.Tensor] = {}
+
+    def keep_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    gradients[names[id(parameter)]] = parameter.grad.detach().clone()
+
+    calls = [0]
+    average = distributed.average_gradients
+
+    def counted(parameters: Any) -> None:
+        calls[0] += 1
+        average(parameters)
+
+    distributed.average_gradients = counted
+    hook = register_optimizer_step_pre_hook(keep_gradients)
+    try:
+        args = TrainingArguments(
+            batch_size=batch_size, max_steps=1, max_grad_norm=None, sampler="random", show_progress_bar=False
+        )
+        Trainer(model, train, loss, args=args).train()
+    finally:
+        hook.remove()
+        distributed.average_gradients = average
+    folder = out / "gradients" / case
+    folder.mkdir(parents=True, exist_ok=True)
+    rank = distributed.rank()
+    save_file(gradients, str(folder / f"rank{rank}.safetensors"))
+    record = {"world": distributed.world_size(), "average_gradients_calls": calls[0]}
+    (folder / f"rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
 def main(argv: list[str]) -> None:
-    """``TINY OUT BATCH_SIZE``: run the checks and both training cases."""
+    """``TINY OUT BATCH_SIZE [--gradients-only] [--wrong-world-size N]``: the checks, training and gradients."""
     tiny, out, batch_size = Path(argv[0]), Path(argv[1]), int(argv[2])
+    options = argv[3:]
     torch.set_num_threads(1)
     report: dict[str, Any] = {
         "world_size_env": os.environ.get("WORLD_SIZE"),
         "init": distributed.init_from_environment(),
         "initialized": torch.distributed.is_initialized(),
     }
-    if distributed.is_distributed():
-        report["checks"] = collective_checks()
-    for case in ("labeled", "pairs"):
-        train_case(case, tiny, out, batch_size)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"report-rank{distributed.rank()}.json").write_text(json.dumps(report), encoding="utf-8")
+    if "--wrong-world-size" in options:
+        divide_by(int(options[options.index("--wrong-world-size") + 1]))
+    if "--gradients-only" not in options:
+        if distributed.is_distributed():
+            report["checks"] = collective_checks()
+        for case in CASES:
+            train_case(case, tiny, out, batch_size)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"report-rank{distributed.rank()}.json").write_text(json.dumps(report), encoding="utf-8")
+    for case in CASES:
+        gradient_case(case, tiny, out, batch_size)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

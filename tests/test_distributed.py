@@ -4,6 +4,12 @@ The script ``distributed_train_script.py`` trains a tiny model (dropout off) for
 cases (MultiSimilarity + BCE head on labeled data; MultipleNegativesRanking with labels on pairs).
 It runs once under ``torchrun --standalone --nproc_per_node=2`` with ``batch_size=4`` per process
 and once as a plain process with ``batch_size=8``; both launches happen once per module.
+
+AdamW normalises the update and clipping rescales the gradient, so equal weights do not show that
+the gradients had the right scale. The script therefore also saves the gradients of one optimizer
+step (clipping off) after the Trainer's averaging across processes, and the test compares them
+directly; a third launch, with the averaging made to divide by the wrong number of processes,
+shows that this comparison fails on a wrong scale.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     _launch([*torchrun, SCRIPT, str(tiny), str(two), str(BATCH)], cwd=root)
     _launch([sys.executable, SCRIPT, str(tiny), str(one), str(2 * BATCH)], cwd=root)
-    return {"two": two, "one": one}
+    return {"two": two, "one": one, "tiny": tiny}
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -103,6 +109,67 @@ def test_init_from_environment_under_torchrun_and_without(runs):
         assert report["world_size_env"] == "2" and report["init"] is True and report["initialized"] is True
     single = _report(runs["one"], 0)
     assert single == {"world_size_env": None, "init": False, "initialized": False}
+
+
+# Both runs do the same float32 arithmetic in another order (two partial sums over 4 items and an
+# all-reduce instead of one sum over 8; matmuls over 4 rows instead of 8): each gradient entry then
+# differs by a few units of float32 roundoff (2**-24 ~ 6e-8) of the magnitudes summed into it. Measured
+# with one thread per process: whole-gradient relative L2 error 3e-7 (labeled) and 5e-7 (pairs), largest
+# entry error 5e-7 and 1.4e-6 of the largest gradient entry. The bounds leave 20x or more for other CPUs
+# and are 5 orders of magnitude below the error of a wrong divisor (1/2 when dividing by 4 processes,
+# 1 when dividing by 1). The elementwise bound is relative to the largest entry because some gradients are
+# zero up to roundoff (an attention key bias does not change the softmax).
+GRADIENT_RELATIVE_L2 = 1e-5
+GRADIENT_LARGEST_ENTRY = 1e-4
+
+
+def _gradients(folder: Path, case: str, rank: int) -> dict[str, torch.Tensor]:
+    return load_file(folder / "gradients" / case / f"rank{rank}.safetensors")
+
+
+def _gradient_gap(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(relative L2 error of the whole gradient, largest entry error over the largest reference entry)."""
+    assert other.keys() == reference.keys()
+    a = torch.cat([reference[key].double().flatten() for key in sorted(reference)])
+    b = torch.cat([other[key].double().flatten() for key in sorted(reference)])
+    return float((b - a).norm() / a.norm()), float((b - a).abs().max() / a.abs().max())
+
+
+@pytest.fixture(scope="module")
+def wrongly_averaged(runs) -> Path:
+    """A 2-process run whose gradient averaging divides the sum by 1 instead of 2 (gradients only)."""
+    wrong = runs["tiny"].parent / "wrong"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command = [*torchrun, SCRIPT, str(runs["tiny"]), str(wrong), str(BATCH), "--gradients-only"]
+    _launch([*command, "--wrong-world-size", "1"], cwd=wrong.parent)
+    return wrong
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_two_processes_average_to_the_gradient_of_one_process(runs, case):
+    single = _gradients(runs["one"], case, 0)
+
+    def norm(prefix: str) -> float:
+        return float(torch.cat([value.flatten() for key, value in single.items() if key.startswith(prefix)]).norm())
+
+    assert norm("model.encoder.") > 1e-3  # the comparison is not vacuous
+    if case == "labeled":
+        assert norm("model.head.") > 1e-3
+    for rank in (0, 1):
+        relative, largest = _gradient_gap(single, _gradients(runs["two"], case, rank))
+        print(f"{case} rank {rank}: relative L2 {relative:.3g}, largest entry {largest:.3g}")
+        assert relative <= GRADIENT_RELATIVE_L2 and largest <= GRADIENT_LARGEST_ENTRY
+        record = json.loads((runs["two"] / "gradients" / case / f"rank{rank}.json").read_text(encoding="utf-8"))
+        assert record == {"world": 2, "average_gradients_calls": 1}  # averaged through labelspace.parallel
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_gradient_comparison_catches_a_wrong_world_size(runs, wrongly_averaged, case):
+    single = _gradients(runs["one"], case, 0)
+    for rank in (0, 1):
+        relative, largest = _gradient_gap(single, _gradients(wrongly_averaged, case, rank))
+        assert relative > GRADIENT_RELATIVE_L2 and largest > GRADIENT_LARGEST_ENTRY
+        assert relative == pytest.approx(1.0, abs=1e-4)  # the sum of 2 processes' gradients: twice the mean
 
 
 @pytest.mark.parametrize("case", CASES)
