@@ -29,7 +29,7 @@ from labelspace.losses import (
 )
 from labelspace.models.testing import tiny_model_folder
 from labelspace.training.callbacks import Callback
-from labelspace.training.trainer import _lr_lambda
+from labelspace.training.optim import lr_lambda as _lr_lambda
 from toy_data import TEXTS, toy_data
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

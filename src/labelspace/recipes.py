@@ -52,7 +52,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from labelspace import losses, miners, objectives
+from labelspace.data import LabeledDataset
+from labelspace.data.convert import labeled_to_anchor_positive, labeled_to_pairs, labeled_to_triplets
+from labelspace.evaluation.thresholds import OBJECTIVES
 from labelspace.files import read_text
+from labelspace.objectives import CombinedLoss
+from labelspace.training.arguments import default_values, head_learning_rate_for
 
 __all__ = [
     "ALL_LOSSES",
@@ -94,25 +102,34 @@ _TEXT_LOSS_DATA: dict[str, str] = {
 }
 PAIR_SCORES: tuple[str, ...] = ("binary", "jaccard")
 
-#: The recipe ``labelspace train`` uses for anything not given (see the module docstring).
+_TRAINING = default_values()
+#: ``RECOMMENDED`` key -> the `TrainingArguments` field whose default it is.
+TRAINING_DEFAULTS: dict[str, str] = {
+    "sampler": "sampler",
+    "epochs": "num_epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "warmup_ratio": "warmup_ratio",
+    "scheduler": "scheduler",
+    "seed": "seed",
+    "decision_rule": "decision_rule",
+    "min_positives": "min_positives",
+    "objective": "threshold_objective",
+}
+
+#: The recipe ``labelspace train`` uses for anything not given (see the module docstring). The training
+#: values are `TrainingArguments` defaults (``head_learning_rate`` resolved: `TrainingArguments.head_lr`);
+#: the rest is what only the command chooses: the model, the loss spec, the input length, threshold
+#: tuning (the library's Trainer leaves a model's thresholds alone unless asked), and how data is read.
 RECOMMENDED: dict[str, Any] = {
     "model": "minilm",
     "loss": "multi_similarity+bce",
-    "sampler": "random",
-    "epochs": 3,
-    "batch_size": 32,
-    "learning_rate": 1e-4,
-    "head_learning_rate": 2e-2,
+    **{key: _TRAINING[name] for key, name in TRAINING_DEFAULTS.items()},
+    "head_learning_rate": head_learning_rate_for(_TRAINING["learning_rate"], _TRAINING["head_learning_rate"]),
     "max_seq_length": 128,
-    "warmup_ratio": 0.1,
-    "scheduler": "linear",
-    "seed": 0,
     "tune_thresholds": True,
-    "decision_rule": "at_least_one",
-    "min_positives": 5,
     "pair_score": "binary",
     "unknown_labels": "error",
-    "objective": "macro_f1",
 }
 
 
@@ -185,8 +202,6 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a YAML file of settings (safe loader: plain data only)."""
-        import yaml
-
         path = Path(path)
         try:
             content = yaml.safe_load(read_text(path, expected="YAML settings"))
@@ -219,8 +234,6 @@ class TrainConfig:
                 raise ValueError(f"loss_args names {name!r}, which is not in the loss spec {self.loss!r}")
         if self.pair_score not in PAIR_SCORES:
             raise ValueError(f"pair_score must be one of {', '.join(PAIR_SCORES)}, got {self.pair_score!r}")
-        from labelspace.evaluation.thresholds import OBJECTIVES
-
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.unknown_labels not in ("error", "ignore"):
@@ -360,7 +373,6 @@ def _construct(factory: Any, args: dict[str, Any], name: str) -> Any:
 
 def _build_loss(name: str, args: dict[str, Any], train: Any, guide: Any) -> Any:
     """The loss object (or ``(metric loss, miner)``) for one term of the spec."""
-    from labelspace import losses, miners
 
     args = dict(args)
     if name in ("batch_hard", "multi_similarity_mined"):
@@ -383,7 +395,7 @@ def _build_loss(name: str, args: dict[str, Any], train: Any, guide: Any) -> Any:
             args.setdefault("train_labels", train.labels)
         return _construct(losses.BCEHeadLoss, args, name)
     if name in GUIDED_LOSSES:
-        factory = losses.GISTEmbedLoss if name == "gist" else losses.CachedGISTEmbedLoss
+        factory = objectives.GISTEmbedLoss if name == "gist" else objectives.CachedGISTEmbedLoss
         return _construct_guided(factory, guide, args, name)
     table: dict[str, Any] = {
         "contrastive": losses.ContrastiveLoss,
@@ -396,7 +408,7 @@ def _build_loss(name: str, args: dict[str, Any], train: Any, guide: Any) -> Any:
         "asymmetric": losses.AsymmetricLoss,
         "softmax": losses.SoftmaxHeadLoss,
         "mnrl": losses.MultipleNegativesRankingLoss,
-        "cached_mnrl": losses.CachedMultipleNegativesRankingLoss,
+        "cached_mnrl": objectives.CachedMultipleNegativesRankingLoss,
         "cosent": losses.CoSENTLoss,
         "angle": losses.AnglELoss,
         "triplet": losses.TripletLoss,
@@ -434,9 +446,6 @@ def build_losses(
     Every (dataset, loss) is checked with `ModelLoss.check_dataset`, so a loss that cannot learn
     from its data is a ValueError here, before a model is loaded or a file written.
     """
-    from labelspace.data import LabeledDataset
-    from labelspace.data.convert import labeled_to_anchor_positive, labeled_to_pairs, labeled_to_triplets
-    from labelspace.losses import CombinedLoss
 
     if pair_score not in PAIR_SCORES:
         raise ValueError(f"pair_score must be one of {', '.join(PAIR_SCORES)}, got {pair_score!r}")

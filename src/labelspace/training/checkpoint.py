@@ -25,18 +25,23 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from labelspace.data.datasets import dataset_fingerprint
 from labelspace.models.encoder import save_folder_atomically
 from labelspace.models.folder_io import read_json, read_safetensors
+from labelspace.models.model import LabelspaceModel
 
 __all__ = [
     "CHECKPOINT_PATTERN",
+    "check_same_run",
     "find_latest_checkpoint",
+    "json_ready",
     "list_checkpoints",
     "optimizer_to_tensors",
     "prune_checkpoints",
     "read_checkpoint_state",
     "restore_rng_state",
     "rng_state",
+    "run_fingerprint",
 ]
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -208,3 +213,76 @@ def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     """The newest complete checkpoint, or None."""
     found = list_checkpoints(checkpoints_dir)
     return found[-1] if found else None
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with tensors and NumPy numbers turned into lists / Python numbers, callables left out."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items() if not callable(v)}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _describe_loss(loss: Any) -> Any:
+    """A short JSON description of a model-level loss: its name, or its parts with their weights."""
+    parts = getattr(loss, "losses", None)
+    weights = getattr(loss, "weights", None)
+    if parts is not None and weights is not None:
+        return [[_describe_loss(part), weight] for part, weight in zip(parts, weights, strict=True)]
+    return loss.name
+
+
+def run_fingerprint(model: LabelspaceModel, losses: dict[str, Any], datasets: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it: labels, model shape, losses, training data."""
+    encoder = model.encoder
+    config = getattr(encoder.model, "config", None)
+    shape = {
+        key: getattr(config, key, None) for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+    }
+    head = model.head
+    return {
+        "labels": model.label_set.names if model.label_set is not None else None,
+        "model": {
+            **shape,
+            "pooling": encoder.pooling,
+            "normalize": encoder.normalize,
+            "head": None if head is None else {"kind": head.kind, "num_labels": head.num_labels},
+        },
+        "losses": {name: _describe_loss(loss) for name, loss in losses.items()},
+        "data": {name: dataset_fingerprint(dataset) for name, dataset in datasets.items()},
+    }
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: a data fingerprint as its row count and hash prefix."""
+    if isinstance(value, dict) and "rows" in value and "hash" in value:
+        return f"{value['rows']} rows, hash {str(value['hash'])[:8]}"
+    return str(value)
+
+
+def check_same_run(folder: Path, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuse to resume ``folder`` (fingerprint ``saved``) with other labels, model, losses or data than ``current``."""
+    if saved is None:  # a checkpoint from before fingerprints were recorded
+        return
+    current = json_ready(current)
+    what = {"labels": "labels", "model": "model", "losses": "losses", "data": "training data"}
+    for key, name in what.items():
+        before, now = saved.get(key, current[key]), current[key]
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            changed = sorted(part for part in set(before) | set(now) if before.get(part) != now.get(part))
+            detail = "; ".join(
+                f"{part}: {_short(before.get(part))} then, {_short(now.get(part))} now" for part in changed
+            )
+        else:
+            detail = f"{_short(before)} then, {_short(now)} now"
+        raise ValueError(
+            f"cannot resume {folder}: it was trained with other {name} ({detail}); resume with the same "
+            "settings and data, or start a new run (--overwrite)"
+        )

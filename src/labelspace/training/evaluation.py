@@ -1,0 +1,94 @@
+"""Evaluation during training, on the decisions the model ships.
+
+`evaluate_shipped` measures a model on the eval set the way it will be used: for labeled data and
+a classification head, the labels its thresholds and decision rule give (`LabelspaceModel.decide`),
+after tuning the thresholds on the eval set when ``TrainingArguments.tune_thresholds`` is on. So
+the metric that picks the best model is the metric of the decisions that ship with it. Other data
+(no head, pairs, triplets) is measured by `labelspace.evaluation.model_metrics.evaluate_model`.
+
+The thresholds are tuned by `labelspace.evaluation.tune_thresholds` and the decisions made by
+`labelspace.evaluation.thresholds.apply_decision_rule` (through ``model.decide``); nothing here
+decides a label itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.evaluation.classification import classification_report
+from labelspace.evaluation.model_metrics import evaluate_model
+from labelspace.evaluation.report import decision_report
+from labelspace.evaluation.thresholds import ThresholdResult, tune_thresholds
+from labelspace.models.model import LabelspaceModel
+from labelspace.training.arguments import TrainingArguments
+
+__all__ = ["Evaluation", "evaluate_shipped"]
+
+
+@dataclass
+class Evaluation:
+    """One evaluation: ``metrics`` of the shipped decisions, the ``reports`` to compare, the ``tuning``.
+
+    ``reports`` (labeled data with a head): ``"global 0.5"`` (every threshold at 0.5) and, when the
+    thresholds were tuned, ``"tuned"`` (tuned thresholds and the decision rule); for a single-label
+    head ``"argmax"`` (its top_k rule) or ``"model"`` (its own thresholds and rule).
+    """
+
+    metrics: dict[str, Any]
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: ThresholdResult | None = None
+
+
+def evaluate_shipped(
+    model: LabelspaceModel,
+    dataset: LabeledDataset | PairDataset | TripletDataset,
+    args: TrainingArguments,
+    *,
+    tune: bool | None = None,
+) -> Evaluation:
+    """Evaluate ``model`` on ``dataset``; with ``tune`` (default ``args.tune_thresholds``) a multi-label head's
+    thresholds are first tuned on ``dataset`` and set on the model, with ``args.decision_rule`` (and recorded in
+    ``model.metadata["thresholds"]``).
+
+    Example:
+        >>> import tempfile
+        >>> from labelspace.models.testing import tiny_model_folder
+        >>> data = LabeledDataset.from_label_names(["a b", "b c", "c d", "d e"] * 3, [["x"], ["x", "y"], ["y"], []] * 3)
+        >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), labels=data.label_set)
+        >>> result = evaluate_shipped(model, data, TrainingArguments(tune_thresholds=True, min_positives=1))
+        >>> sorted(result.reports), model.decision_rule, result.metrics == result.reports["tuned"]
+        (['global 0.5', 'tuned'], 'at_least_one', True)
+    """
+    if not isinstance(dataset, LabeledDataset) or model.head is None:
+        return Evaluation(evaluate_model(model, dataset, batch_size=args.eval_batch_size))
+    y_true = dataset.labels.to_dense()
+    names = model.label_set.names if model.label_set is not None else None
+    probabilities = model.predict_proba(dataset.texts, batch_size=args.eval_batch_size, show_progress_bar=False)
+    tuning = None
+    tune = args.tune_thresholds if tune is None else tune
+    if tune and model.head.kind == "multi_label":
+        tuning = tune_thresholds(
+            y_true,
+            probabilities,
+            metric="f1",
+            objective=args.threshold_objective,
+            min_positives=args.min_positives,
+            fallback="global",
+        )
+        model.set_thresholds(tuning.thresholds)
+        model.set_decision_rule(args.decision_rule, model.top_k)
+        model.metadata["thresholds"] = {**tuning.to_dict(), "tuned_on": dataset.source or "eval_dataset"}
+    # With the plain threshold rule the decisions are the thresholded probabilities themselves.
+    decided = None if model.decision_rule == "threshold" else model.decide(probabilities)
+    shipped = decision_report(
+        y_true, probabilities, thresholds=model.thresholds, predictions=decided, label_names=names
+    )
+    if model.head.kind != "multi_label":
+        single = model.decision_rule == "top_k" and model.top_k == 1
+        return Evaluation(shipped, {"argmax" if single else "model": shipped})
+    reports = {"global 0.5": classification_report(y_true, probabilities, thresholds=0.5, label_names=names)}
+    if tuning is not None:
+        reports["tuned"] = shipped
+    return Evaluation(shipped, reports, tuning)
