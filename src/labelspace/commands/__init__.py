@@ -1,21 +1,12 @@
-"""The `labelspace` subcommands that train and use models; each module registers its commands on the app."""
+"""The `labelspace` subcommands, one module per command group; `labelspace.cli` registers them on the app.
 
-from __future__ import annotations
+- `data`: ``data check``, ``convert triplets-to-pairs``, ``split`` (data files, no model)
+- `train`: ``train``
+- `evaluate`: ``evaluate``, ``tune-thresholds``, ``set-thresholds``, ``predict`` (a trained model folder)
+- `mine`: ``mine`` (hard negatives)
+- `quickstart`: ``quickstart`` (the demo end to end)
 
-from importlib import import_module
-from typing import Any
-
-#: Modules whose ``register(app)`` adds commands to the `labelspace` app.
-COMMAND_MODULES: tuple[str, ...] = ("quickstart", "train", "evaluate", "mine")
-
-
-def register_all(app: Any) -> None:
-    """Register every command module's commands on ``app`` (modules not present are skipped)."""
-    for name in COMMAND_MODULES:
-        try:
-            module = import_module(f"labelspace.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"labelspace.commands.{name}":
-                continue
-            raise
-        module.register(app)
+Each module has ``register(app)``. What several of them share (the console, `CommandError`, the option
+types, data and model loading, the metrics table) lives in `labelspace.commands.common`, where an
+output may be written in `labelspace.commands.paths`; a command module never imports `labelspace.cli`.
+"""

@@ -17,12 +17,47 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 from rich.table import Table
 
+from labelspace.commands.common import (
+    BatchSizeOption,
+    CommandError,
+    DataOption,
+    FormatOption,
+    LabelsColumnOption,
+    LabelsFileOption,
+    LabelsFormatOption,
+    QuietOption,
+    TextColumnOption,
+    UnknownLabelsOption,
+    console,
+    data_options,
+    load_dataset,
+    load_embedding_model,
+    metrics_table,
+    resolve_model_folder,
+    warn_dropped_labels,
+)
 from labelspace.commands.paths import check_output_path
-from labelspace.commands.train import load_dataset, metrics_table, warn_dropped_labels
+from labelspace.data import DataFormatError, LabeledDataset, PairDataset
+from labelspace.data.tables import (
+    EXTENSIONS,
+    TEXT_COLUMN_CANDIDATES,
+    column_texts,
+    find_column,
+    not_utf8_error,
+    read_table,
+)
+from labelspace.evaluation import tune_thresholds
+from labelspace.evaluation.model_metrics import evaluate_model
+from labelspace.evaluation.report import decision_report, write_report
+from labelspace.evaluation.retrieval import RELEVANCE, retrieval_metrics
+from labelspace.evaluation.thresholds import OBJECTIVES, per_label_targets
 from labelspace.files import atomic_write_text
+from labelspace.models import LabelspaceModel
+from labelspace.models.model import CONFIG_FILE, DECISION_RULES
 
 __all__ = [
     "EVALUATE_EPILOG",
@@ -52,85 +87,14 @@ PREDICT_EPILOG = (
     "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl"
 )
 
-# ----------------------------------------------------------------------------- shared options
-
-DataOption = Annotated[Path, typer.Option("--data", help="Labelled data file (CSV, TSV, JSONL, Parquet, GoEmotions).")]
-FormatOption = Annotated[
-    str | None, typer.Option("--format", help="csv, tsv, jsonl, parquet or goemotions (default: from the extension).")
-]
-TextColumnOption = Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")]
-LabelsColumnOption = Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")]
-LabelsFileOption = Annotated[
-    Path | None, typer.Option("--labels-file", help="Label names, one a line (for integer ids).")
-]
-LabelsFormatOption = Annotated[
-    str | None,
-    typer.Option("--labels-format", help="names, ids, multi_hot (a 0/1 list per text) or auto (default)."),
-]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
-UnknownLabelsOption = Annotated[
-    str,
-    typer.Option("--unknown-labels", help="Labels the model does not know: error (default) or ignore (drop, warn)."),
-]
-
-
-def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
-    """The model folder of ``run``: ``run`` itself when it holds ``labelspace.json``, else ``run/model``.
-
-    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither. A replace of
-    the model folder that a killed command left half done is finished or rolled back first (`recover_folder`).
-
-    Example:
-        >>> import tempfile
-        >>> run = Path(tempfile.mkdtemp())
-        >>> _ = (run / "model").mkdir(), (run / "model" / "labelspace.json").write_text("{}")
-        >>> resolve_model_folder(run) == run / "model"
-        True
-    """
-    from labelspace.models.encoder import recover_folder
-    from labelspace.models.model import CONFIG_FILE
-
-    path = Path(run).expanduser()
-    recover_folder(path)  # heals path itself and the model/ or best-model/ inside it
-    if (path / CONFIG_FILE).is_file():
-        return path
-    if (path / "model" / CONFIG_FILE).is_file():
-        return path / "model"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run or model folder")
-    raise ValueError(
-        f"{path} is neither a model folder (no {CONFIG_FILE}) nor a run folder (no model/{CONFIG_FILE}); "
-        "pass the --out folder of 'labelspace train' or its model/ subfolder"
-    )
-
 
 def _load_model(run: Path) -> tuple[Any, Path]:
     """The model of ``run`` (which must have a classification head) and its folder."""
-    from labelspace.models import LabelspaceModel
-
     folder = resolve_model_folder(run)
     model = LabelspaceModel.from_pretrained(folder)
     if model.head is None or model.label_set is None:
         raise ValueError(f"{folder} has no classification head (an embedding-only model): it cannot predict labels")
     return model, folder
-
-
-def _data_options(
-    file_format: str | None,
-    text_column: str | None,
-    labels_column: str | None,
-    labels_file: Path | None,
-    labels_format: str | None = None,
-) -> dict[str, Any]:
-    given = {
-        "format": file_format,
-        "text_column": text_column,
-        "labels_column": labels_column,
-        "labels_file": labels_file,
-        "labels_format": labels_format,
-    }
-    return {"kind": "labeled", **{key: value for key, value in given.items() if value is not None}}
 
 
 def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_labels: str = "error") -> Any:
@@ -139,8 +103,6 @@ def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_l
     Labels the model does not know are an error, or with ``unknown_labels="ignore"`` dropped from
     the rows with a warning naming each label and its row count.
     """
-    from labelspace.cli import CommandError
-
     if unknown_labels not in ("error", "ignore"):
         raise CommandError(f"--unknown-labels: expected error or ignore; got {unknown_labels!r}")
     dataset = load_dataset(str(path), options)
@@ -158,8 +120,6 @@ def _probabilities_and_embeddings(
     model: Any, texts: list[str], batch_size: int, progress: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode once; the head's probabilities from those embeddings (same values as ``predict_proba``)."""
-    import torch
-
     embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=progress)
     with torch.inference_mode():
         probabilities = model.head.predict_proba(torch.from_numpy(embeddings).to(model.device))
@@ -172,8 +132,6 @@ def _save_model_config(model: Any, folder: Path) -> None:
     The encoder and head files are left as they are, and so is anything a user added to the model
     folder or to the run folder around it (rewriting the whole folder would drop those).
     """
-    from labelspace.models.model import CONFIG_FILE
-
     atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
 
 
@@ -252,8 +210,6 @@ def _text_lines(text: str, source: Path, allow_empty: bool) -> list[str]:
     separators of `str.splitlines` (U+2028, U+2029, form feed, ``\\x1c``-``\\x1e``, ``\\x85``, a lone
     ``\\r``) stay inside the text. An empty or blank line is an error naming it, unless ``allow_empty``.
     """
-    from labelspace.data.errors import DataFormatError
-
     body = text.removeprefix("\ufeff")
     if not body:
         return []
@@ -287,15 +243,6 @@ def read_texts(
         >>> read_texts(path)
         ['first text\\x0cstill the first', 'second text']
     """
-    from labelspace.data.readers import (
-        EXTENSIONS,
-        TEXT_COLUMN_CANDIDATES,
-        _find_column,
-        _read_table,
-        _texts,
-        not_utf8_error,
-    )
-
     source = Path(path)
     if file_format is None and source.suffix.lower() not in EXTENSIONS:
         if not source.is_file():
@@ -306,9 +253,9 @@ def read_texts(
         except UnicodeDecodeError as error:
             raise not_utf8_error(source, raw, error.start) from None
         return _text_lines(text, source, allow_empty)
-    table, _ = _read_table(source, format=file_format, delimiter=None)
-    column = _find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
-    texts = _texts(table, column, allow_empty=True)
+    table, _ = read_table(source, format=file_format, delimiter=None)
+    column = find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
+    texts = column_texts(table, column, allow_empty=True)
     blank = None if allow_empty else _first_blank(texts)
     if blank is not None:
         raise table.error(table.rows[blank][0], column, EMPTY_TEXT)
@@ -418,13 +365,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a model: a head on labelled data with its thresholds and decision rule (table, JSON, HTML report);
         an embedding model by retrieval (labelled data), Spearman (scored pairs) or triplet accuracy (triplets)."""
-        from labelspace.cli import CommandError, console
-        from labelspace.commands.mine import load_embedding_model
-        from labelspace.data import LabeledDataset, PairDataset
-        from labelspace.evaluation.model_metrics import evaluate_model
-        from labelspace.evaluation.report import decision_report, write_report
-        from labelspace.evaluation.retrieval import RELEVANCE, retrieval_metrics
-
         if relevance not in RELEVANCE:
             raise CommandError(f"--relevance: expected one of {', '.join(RELEVANCE)}; got {relevance!r}")
         if kind not in ("auto", "labeled", "pairs", "triplets"):
@@ -433,7 +373,7 @@ def register(app: typer.Typer) -> None:
         check_output_path(json_path, "--json", inputs)
         check_output_path(report, "--report", inputs)
         model, folder = load_embedding_model(run)
-        options = _data_options(file_format, text_column, labels_column, labels_file, labels_format)
+        options = data_options(file_format, text_column, labels_column, labels_file, labels_format)
         if model.head is None or kind in ("pairs", "triplets"):
             if report is not None:
                 why = "has no classification head" if model.head is None else f"is scored on {kind} here"
@@ -539,12 +479,6 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOption = False,
     ) -> None:
         """Tune per-label thresholds on dev data and rewrite the model's labelspace.json (atomically)."""
-        from labelspace.cli import CommandError, console
-        from labelspace.evaluation import tune_thresholds
-        from labelspace.evaluation.report import decision_report
-        from labelspace.evaluation.thresholds import OBJECTIVES, per_label_targets
-        from labelspace.models.model import DECISION_RULES
-
         if fallback == "global":
             fallback_value: float | str = "global"
         else:
@@ -563,7 +497,7 @@ def register(app: typer.Typer) -> None:
             per_label_targets(target, option, model.label_set.names)  # bad names/values fail before predicting
         dataset = _load_labeled(
             data,
-            _data_options(file_format, text_column, labels_column, labels_file, labels_format),
+            data_options(file_format, text_column, labels_column, labels_file, labels_format),
             model.label_set,
             unknown_labels,
         )
@@ -618,8 +552,6 @@ def register(app: typer.Typer) -> None:
         ],
     ) -> None:
         """Fix the thresholds of the labels named (business rules); the others keep theirs. Rewrites labelspace.json."""
-        from labelspace.cli import console
-
         values = parse_label_values(assignments, "set-thresholds")
         model, folder = _load_model(run)
         old = model.thresholds.copy()
@@ -658,8 +590,6 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOption = False,
     ) -> None:
         """Label texts with the saved thresholds and decision rule; one JSON object a line: text, labels, scores."""
-        from labelspace.cli import CommandError, console
-
         if texts and input_path is not None:
             raise CommandError("give texts or --input FILE, not both")
         if not texts and input_path is None:

@@ -9,14 +9,14 @@ MultipleNegativesRankingLoss. See `labelspace.evaluation.mining` for the rules.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from labelspace.commands.evaluate import (
+from labelspace.commands.common import (
     BatchSizeOption,
+    CommandError,
     DataOption,
     FormatOption,
     LabelsColumnOption,
@@ -24,11 +24,15 @@ from labelspace.commands.evaluate import (
     LabelsFormatOption,
     QuietOption,
     TextColumnOption,
-    _data_options,
-    resolve_model_folder,
+    console,
+    data_options,
+    load_dataset,
+    load_embedding_model,
 )
 from labelspace.commands.paths import check_output_path
-from labelspace.commands.train import load_dataset
+from labelspace.data.tables import EXTENSIONS
+from labelspace.data.writers import save
+from labelspace.evaluation.mining import mine_hard_negative_indices
 
 __all__ = ["MINE_EPILOG", "load_embedding_model", "register"]
 
@@ -36,33 +40,6 @@ MINE_EPILOG = (
     "Example: labelspace mine minilm --data train.jsonl --out triplets.jsonl --negatives 3 --range-min 2\n\n"
     "Example: labelspace mine runs/x --data train.tsv --out triplets.jsonl --max-score 0.9 --max-anchors 5000"
 )
-
-
-def load_embedding_model(run_or_model: str | os.PathLike[str]) -> tuple[Any, str]:
-    """(model, what was loaded): a run folder, a model folder, or an encoder (``minilm``, a folder, a hub id).
-
-    Example:
-        >>> import tempfile
-        >>> from labelspace.models.testing import tiny_model_folder
-        >>> model, source = load_embedding_model(tiny_model_folder(tempfile.mkdtemp() + "/tiny"))
-        >>> model.head is None, source.endswith("tiny")
-        (True, True)
-    """
-    from labelspace.models import LabelspaceModel
-    from labelspace.models.encoder import resolve_model_path
-
-    name = os.fspath(run_or_model)
-    try:
-        folder = resolve_model_folder(name)
-    except ValueError:  # a folder without labelspace.json: an encoder (sentence-transformers or HF) folder
-        return LabelspaceModel.from_pretrained(name), name
-    except FileNotFoundError as missing:  # "minilm" or a hub id, unless it names a local path
-        try:
-            resolve_model_path(name)
-        except FileNotFoundError:
-            raise missing from None
-        return LabelspaceModel.from_pretrained(name), name
-    return LabelspaceModel.from_pretrained(folder), str(folder)
 
 
 def register(app: typer.Typer) -> None:
@@ -112,17 +89,12 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOption = False,
     ) -> None:
         """Mine hard negatives with a model: per anchor, the most similar texts that share no label with it."""
-        from labelspace.cli import CommandError, console
-        from labelspace.data.readers import EXTENSIONS
-        from labelspace.data.writers import save
-        from labelspace.evaluation.mining import mine_hard_negative_indices
-
         if out.suffix.lower() not in EXTENSIONS:
             raise CommandError(f"--out: expected a .jsonl, .csv, .tsv or .parquet file; got {str(out)!r}")
         check_output_path(out, "--out", {"--data": data, "--labels-file": labels_file})
         model, source = load_embedding_model(run_or_model)
         dataset = load_dataset(
-            str(data), _data_options(file_format, text_column, labels_column, labels_file, labels_format)
+            str(data), data_options(file_format, text_column, labels_column, labels_file, labels_format)
         )
         if len(dataset) < 2:
             raise ValueError(f"{data}: mining needs at least 2 texts, got {len(dataset)}")

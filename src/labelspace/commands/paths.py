@@ -15,10 +15,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from labelspace.models.model import CONFIG_FILE
+
 __all__ = ["check_output_path", "is_model_folder", "model_folder_around"]
 
-#: `labelspace.models.model.CONFIG_FILE`, named here so that checking a path does not import torch.
-MODEL_CONFIG_FILE = "labelspace.json"
+#: The file that makes a folder a labelspace model folder (`labelspace.models.model.CONFIG_FILE`).
+MODEL_CONFIG_FILE = CONFIG_FILE
 #: A sentence-transformers folder: ``modules.json``, or a transformers ``config.json`` beside its weights.
 ENCODER_MODULES_FILE = "modules.json"
 ENCODER_CONFIG_FILE = "config.json"

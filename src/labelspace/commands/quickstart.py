@@ -14,16 +14,22 @@ from typing import Annotated, Any
 
 import typer
 
+from labelspace.commands.common import console, metrics_table
+from labelspace.commands.train import RUN_MARKERS, align_labels, run_training
+from labelspace.data import load
+from labelspace.evaluation import classification_report, tune_thresholds
+from labelspace.evaluation.report import decision_report, write_report
+from labelspace.models import LabelspaceModel
+from labelspace.recipes import TrainConfig
+
 QUICKSTART_EPILOG = "Example: labelspace quickstart   (writes runs/quickstart/ and runs/quickstart/report.html)"
 
 
 def frozen_baseline(model_name: str, train: Any, dev: Any, test: Any, max_seq_length: int) -> dict[str, Any]:
     """Logistic regression on the frozen encoder's embeddings: test metrics at 0.5 and with tuned thresholds."""
+    # scikit-learn is imported here, not at the top, for start-up time: only this baseline uses it
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
-
-    from labelspace.evaluation import classification_report, tune_thresholds
-    from labelspace.models import LabelspaceModel
 
     encoder = LabelspaceModel.from_pretrained(model_name, max_seq_length=max_seq_length)
     embeddings = [encoder.encode(data.texts, show_progress_bar=False) for data in (train, dev, test)]
@@ -42,14 +48,6 @@ def run_quickstart(
     out: Path, *, model_name: str = "minilm", epochs: int = 4, max_seq_length: int = 64
 ) -> dict[str, Any]:
     """Run the demo end to end; returns the comparison rows (test metrics) and the paths written."""
-    from labelspace.cli import console
-    from labelspace.commands.train import RUN_MARKERS, align_labels, metrics_table, run_training
-    from labelspace.data import load
-    from labelspace.evaluation import classification_report
-    from labelspace.evaluation.report import decision_report, write_report
-    from labelspace.models import LabelspaceModel
-    from labelspace.recipes import TrainConfig
-
     started = time.perf_counter()
     demo_folder = files("labelspace.data.builtin") / "demo"
     with (

@@ -1,18 +1,22 @@
-"""``labelspace train``: fine-tune a model from a YAML config and/or flags, then tune thresholds on dev."""
+"""``labelspace train``: fine-tune a model from a YAML config and/or flags, tuning its thresholds on dev."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
+from labelspace import parallel as distributed
+from labelspace.commands.common import console, load_dataset, metrics_table, warn_dropped_labels
+from labelspace.data import LabeledDataset
 from labelspace.errors import RunInterrupted
-from labelspace.recipes import RECOMMENDED, TrainConfig, build_losses
+from labelspace.models import LabelspaceModel
+from labelspace.models.encoder import recover_folder
+from labelspace.recipes import GUIDED_LOSSES, RECOMMENDED, TrainConfig, build_losses, head_kind_for, parse_loss_terms
+from labelspace.training import Trainer, TrainingArguments
 
 TRAIN_EPILOG = (
     "Example: labelspace train --train train.tsv --dev dev.tsv --out runs/x   (the recommended recipe)\n\n"
@@ -20,42 +24,6 @@ TRAIN_EPILOG = (
     "--sampler balanced --epochs 2 --batch-size 64 --out runs/x\n\n"
     "Example: labelspace train --config run.yaml --epochs 1"
 )
-
-
-def load_dataset(path: str, options: dict[str, Any]) -> Any:
-    """Read a dataset with the reader options of the config's ``data`` section."""
-    from labelspace.cli import _load
-
-    allowed = {
-        "format": "file_format",
-        "kind": "kind",
-        "text_column": "text_column",
-        "labels_column": "labels_column",
-        "label_columns": "label_columns",
-        "label_delimiter": "label_delimiter",
-        "labels_file": "labels_file",
-        "labels_format": "labels_format",
-        "delimiter": "delimiter",
-    }
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown data option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
-    kwargs = {allowed[key]: value for key, value in options.items()}
-    if kwargs.get("labels_file") is not None:
-        kwargs["labels_file"] = Path(kwargs["labels_file"])
-    return _load(Path(path), **kwargs)
-
-
-def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
-    """A table with one column per row name and the main classification metrics as rows."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    for name in rows:
-        table.add_column(name, justify="right")
-    for key in ("macro_f1", "micro_f1", "samples_f1", "samples_jaccard", "hamming_loss", "subset_accuracy"):
-        values = [rows[name].get(key) for name in rows]
-        table.add_row(key, *("-" if value is None else f"{value:.4f}" for value in values))
-    return table
 
 
 #: What makes a folder a run folder (written by `run_training`).
@@ -102,18 +70,11 @@ def run_training(
     """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning).
 
     Everything that can be checked before training is: the data, the settings, and whether each loss
-    can learn from the data it gets; a mismatch is an error before the run folder is written.
+    can learn from the data it gets; a mismatch is an error before the run folder is written. The
+    thresholds are tuned on dev inside the run (``TrainingArguments.tune_thresholds``), at every
+    evaluation, so the best model is picked on the decisions it ships with; the `Trainer` writes
+    ``model/`` and ``metrics.json`` once, at the end.
     """
-    from labelspace import parallel as distributed
-    from labelspace.cli import console
-    from labelspace.data import LabeledDataset
-    from labelspace.evaluation import classification_report, tune_thresholds
-    from labelspace.evaluation.report import decision_report
-    from labelspace.models import LabelspaceModel
-    from labelspace.models.encoder import recover_folder
-    from labelspace.recipes import GUIDED_LOSSES, head_kind_for, parse_loss_terms
-    from labelspace.training import Trainer, TrainingArguments
-
     config.validate()
     inputs = {
         "--train": config.train,
@@ -134,7 +95,8 @@ def run_training(
         dev, dropped = dev.with_label_set(train.label_set, unknown_labels=config.unknown_labels, where=str(config.dev))
         warn_dropped_labels(str(config.dev), dropped, "the training data")
     training_options = dict(config.training)
-    known = {field.name for field in dataclasses.fields(TrainingArguments)} - {"output_dir", "show_progress_bar"}
+    own_keys = {"output_dir", "show_progress_bar", "tune_thresholds", "decision_rule", "min_positives"}
+    known = {field.name for field in dataclasses.fields(TrainingArguments)} - own_keys - {"threshold_objective"}
     unknown = sorted(set(training_options) - known)
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -156,6 +118,10 @@ def run_training(
         sampler=config.sampler,
         eval_steps=config.eval_steps,
         early_stopping_patience=config.early_stopping_patience,
+        tune_thresholds=config.tune_thresholds,
+        decision_rule=config.decision_rule,
+        min_positives=config.min_positives,
+        threshold_objective=config.objective,
         show_progress_bar=show_progress,
         **sampler_options,
         **training_options,
@@ -201,64 +167,18 @@ def run_training(
     }
     if not distributed.is_main_process():
         return summary
-    if head_kind and isinstance(dev, LabeledDataset):
-        probabilities = model.predict_proba(dev.texts, batch_size=args.eval_batch_size)
-        y_dev = dev.labels.to_dense()
-        names = model.label_set.names
-        if head_kind == "single_label":
-            rows = {
-                "argmax": decision_report(
-                    y_dev, probabilities, predictions=model.decide(probabilities), label_names=names
-                )
-            }
-        else:
-            before = classification_report(y_dev, probabilities, thresholds=0.5, label_names=names)
-            rows = {"global 0.5": before}
-        if config.tune_thresholds and head_kind == "multi_label":
-            tuned = tune_thresholds(
-                y_dev,
-                probabilities,
-                metric="f1",
-                objective=config.objective,
-                min_positives=config.min_positives,
-                fallback="global",
-            )
-            model.set_thresholds(tuned.thresholds)
-            model.set_decision_rule(config.decision_rule)
-            model.metadata["thresholds"] = tuned.to_dict()
-            model.metadata["thresholds"]["tuned_on"] = str(config.dev)
-            rows["tuned"] = decision_report(
-                y_dev,
-                probabilities,
-                thresholds=model.thresholds,
-                predictions=model.decide(probabilities),
-                label_names=names,
-            )
-            model.save(out / "model", overwrite=True)
-        summary["dev"] = rows
-        (out / "metrics.json").write_text(json.dumps({"dev": rows}, indent=2) + "\n", encoding="utf-8")
+    if output.reports:  # labeled dev data and a head: the decisions, at 0.5 and as shipped (tuned)
+        summary["dev"] = output.reports
         if print_table:
-            console.print(metrics_table(rows, f"dev metrics ({config.dev})"))
+            console.print(metrics_table(output.reports, f"dev metrics ({config.dev})"))
     elif output.metrics:
         summary["dev"] = {"final": output.metrics}
     console.print(f"model saved to {output.model_path}")
     return summary
 
 
-def warn_dropped_labels(where: str, dropped: dict[str, int], known_as: str) -> None:
-    """Tell the user (on stderr) which labels ``--unknown-labels ignore`` dropped, with their row counts."""
-    if not dropped:
-        return
-    import typer
-
-    listed = ", ".join(f"{name} ({count} rows)" for name, count in dropped.items())
-    typer.echo(f"labelspace: warning: {where}: dropped labels not in {known_as}: {listed}", err=True)
-
-
 def head_loss_flags(config: TrainConfig, label_smoothing: float | None, pos_weight: str | None) -> dict[str, Any]:
     """``config.loss_args`` with ``--label-smoothing`` / ``--pos-weight`` applied to the spec's head loss."""
-    from labelspace.recipes import parse_loss_terms
-
     loss_args = {name: dict(args) for name, args in config.loss_args.items()}
     names = [term.name for term in parse_loss_terms(config.loss)]
     if label_smoothing is not None:
@@ -334,7 +254,9 @@ def register(app: typer.Typer) -> None:
                 "--max-seq-length", help=f"Longest input in tokens (default {RECOMMENDED['max_seq_length']})."
             ),
         ] = None,
-        seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+        seed: Annotated[
+            int | None, typer.Option("--seed", help=f"Random seed (default {RECOMMENDED['seed']}).")
+        ] = None,
         eval_steps: Annotated[
             int | None, typer.Option("--eval-steps", help="Evaluate every N steps (default: each epoch).")
         ] = None,

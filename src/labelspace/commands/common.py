@@ -1,0 +1,268 @@
+"""What the command modules share: the console, `CommandError`, the option types, data and model loading.
+
+Every module under `labelspace.commands` takes what it shares with the others from here (and the
+output-path rule from `labelspace.commands.paths`), never from `labelspace.cli` or from another
+command module, so that ``cli.py`` can import the command modules at its top.
+
+Example:
+    >>> data_options(None, "body", None, None)
+    {'kind': 'labeled', 'text_column': 'body'}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelspace.data import load
+from labelspace.data.label_cells import LABELS_FORMATS
+from labelspace.errors import LabelspaceError
+from labelspace.models import LabelspaceModel
+from labelspace.models.encoder import recover_folder, resolve_model_path
+from labelspace.models.model import CONFIG_FILE
+
+__all__ = [
+    "DATA_OPTIONS",
+    "BatchSizeOption",
+    "CommandError",
+    "DataOption",
+    "DelimiterOption",
+    "FormatOption",
+    "KindOption",
+    "LabelColumnsOption",
+    "LabelDelimiterOption",
+    "LabelsColumnOption",
+    "LabelsFileOption",
+    "LabelsFormatOption",
+    "QuietOption",
+    "TextColumnOption",
+    "UnknownLabelsOption",
+    "console",
+    "data_options",
+    "load_data",
+    "load_dataset",
+    "load_embedding_model",
+    "metrics_table",
+    "resolve_model_folder",
+    "warn_dropped_labels",
+]
+
+#: Where the commands print tables and progress notes (stdout).
+console = Console()
+
+
+class CommandError(LabelspaceError):
+    """A bad argument or option of a command: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- options
+
+DataOption = Annotated[Path, typer.Option("--data", help="Labelled data file (CSV, TSV, JSONL, Parquet, GoEmotions).")]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv, tsv, jsonl, parquet or goemotions (default: from the extension).")
+]
+KindOption = Annotated[str, typer.Option("--kind", help="labeled, pairs, triplets or auto.")]
+TextColumnOption = Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")]
+LabelsColumnOption = Annotated[
+    str | None, typer.Option("--labels-column", help="Column holding a list or delimited string of labels.")
+]
+LabelColumnsOption = Annotated[
+    str | None, typer.Option("--label-columns", help="One 0/1 column per label: 'anger,joy,...' or 'auto'.")
+]
+LabelDelimiterOption = Annotated[
+    str | None, typer.Option("--label-delimiter", help="Separator inside a labels cell (default: first of | ; ,).")
+]
+LabelsFileOption = Annotated[
+    Path | None, typer.Option("--labels-file", help="Label names, one a line; integer ids index into it.")
+]
+LabelsFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels-format",
+        help="How a labels cell reads: names, ids, multi_hot (a 0/1 list per text, names from --labels-file) "
+        "or auto (0/1 lists are detected).",
+    ),
+]
+DelimiterOption = Annotated[str | None, typer.Option("--delimiter", help="Field separator of a CSV/TSV file.")]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+UnknownLabelsOption = Annotated[
+    str,
+    typer.Option("--unknown-labels", help="Labels the model does not know: error (default) or ignore (drop, warn)."),
+]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_data(
+    path: Path,
+    *,
+    file_format: str | None = None,
+    kind: str = "auto",
+    text_column: str | None = None,
+    labels_column: str | None = None,
+    label_columns: str | None = None,
+    label_delimiter: str | None = None,
+    labels_file: Path | None = None,
+    labels_format: str | None = "auto",
+    delimiter: str | None = None,
+    allow_empty_text: bool = False,
+) -> Any:
+    """The dataset in ``path``, read with the command's reader options (``--delimiter '\\t'`` means a tab).
+
+    Raises `CommandError` for a ``--labels-format`` that is not one of
+    `labelspace.data.label_cells.LABELS_FORMATS`; the reader's own errors name the file, line and column.
+    """
+    if delimiter == "\\t":
+        delimiter = "\t"
+    labels_format = "auto" if labels_format is None else labels_format
+    if labels_format not in LABELS_FORMATS:
+        raise CommandError(f"--labels-format: expected one of {', '.join(LABELS_FORMATS)}; got {labels_format!r}")
+    return load(
+        path,
+        format=file_format,
+        kind=kind,  # type: ignore[arg-type]
+        text_column=text_column,
+        labels_column=labels_column,
+        label_columns=label_columns,
+        label_delimiter=label_delimiter,
+        labels_file=labels_file,
+        labels_format=labels_format,  # type: ignore[arg-type]
+        delimiter=delimiter,
+        allow_empty_text=allow_empty_text,
+    )
+
+
+#: The keys of a config's ``data`` section (and of `data_options`) -> the keyword of `load_data`.
+DATA_OPTIONS: dict[str, str] = {
+    "format": "file_format",
+    "kind": "kind",
+    "text_column": "text_column",
+    "labels_column": "labels_column",
+    "label_columns": "label_columns",
+    "label_delimiter": "label_delimiter",
+    "labels_file": "labels_file",
+    "labels_format": "labels_format",
+    "delimiter": "delimiter",
+}
+
+
+def load_dataset(path: str, options: dict[str, Any]) -> Any:
+    """Read a dataset with the reader options of a config's ``data`` section (keys of `DATA_OPTIONS`).
+
+    Raises ValueError naming an unknown option.
+    """
+    unknown = sorted(set(options) - set(DATA_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown data option(s) {', '.join(unknown)} (known: {', '.join(sorted(DATA_OPTIONS))})")
+    kwargs = {DATA_OPTIONS[key]: value for key, value in options.items()}
+    if kwargs.get("labels_file") is not None:
+        kwargs["labels_file"] = Path(kwargs["labels_file"])
+    return load_data(Path(path), **kwargs)
+
+
+def data_options(
+    file_format: str | None,
+    text_column: str | None,
+    labels_column: str | None,
+    labels_file: Path | None,
+    labels_format: str | None = None,
+) -> dict[str, Any]:
+    """The reader options of a command that reads labelled data, for `load_dataset` (options not given left out)."""
+    given = {
+        "format": file_format,
+        "text_column": text_column,
+        "labels_column": labels_column,
+        "labels_file": labels_file,
+        "labels_format": labels_format,
+    }
+    return {"kind": "labeled", **{key: value for key, value in given.items() if value is not None}}
+
+
+def warn_dropped_labels(where: str, dropped: dict[str, int], known_as: str) -> None:
+    """Tell the user (on stderr) which labels ``--unknown-labels ignore`` dropped, with their row counts."""
+    if not dropped:
+        return
+    listed = ", ".join(f"{name} ({count} rows)" for name, count in dropped.items())
+    typer.echo(f"labelspace: warning: {where}: dropped labels not in {known_as}: {listed}", err=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
+    """The model folder of ``run``: ``run`` itself when it holds ``labelspace.json``, else ``run/model``.
+
+    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither. A replace of
+    the model folder that a killed command left half done is finished or rolled back first (`recover_folder`).
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / "model").mkdir(), (run / "model" / "labelspace.json").write_text("{}")
+        >>> resolve_model_folder(run) == run / "model"
+        True
+    """
+    path = Path(run).expanduser()
+    recover_folder(path)  # heals path itself and the model/ or best-model/ inside it
+    if (path / CONFIG_FILE).is_file():
+        return path
+    if (path / "model" / CONFIG_FILE).is_file():
+        return path / "model"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run or model folder")
+    raise ValueError(
+        f"{path} is neither a model folder (no {CONFIG_FILE}) nor a run folder (no model/{CONFIG_FILE}); "
+        "pass the --out folder of 'labelspace train' or its model/ subfolder"
+    )
+
+
+def load_embedding_model(run_or_model: str | os.PathLike[str]) -> tuple[Any, str]:
+    """(model, what was loaded): a run folder, a model folder, or an encoder (``minilm``, a folder, a hub id).
+
+    Example:
+        >>> import tempfile
+        >>> from labelspace.models.testing import tiny_model_folder
+        >>> model, source = load_embedding_model(tiny_model_folder(tempfile.mkdtemp() + "/tiny"))
+        >>> model.head is None, source.endswith("tiny")
+        (True, True)
+    """
+    name = os.fspath(run_or_model)
+    try:
+        folder = resolve_model_folder(name)
+    except ValueError:  # a folder without labelspace.json: an encoder (sentence-transformers or HF) folder
+        return LabelspaceModel.from_pretrained(name), name
+    except FileNotFoundError as missing:  # "minilm" or a hub id, unless it names a local path
+        try:
+            resolve_model_path(name)
+        except FileNotFoundError:
+            raise missing from None
+        return LabelspaceModel.from_pretrained(name), name
+    return LabelspaceModel.from_pretrained(folder), str(folder)
+
+
+# ----------------------------------------------------------------------------- printing
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
+    """A table with one column per row name and the main classification metrics as rows.
+
+    Example:
+        >>> table = metrics_table({"dev": {"macro_f1": 0.5}}, "dev metrics")
+        >>> [column.header for column in table.columns], table.row_count
+        (['metric', 'dev'], 6)
+    """
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in rows:
+        table.add_column(name, justify="right")
+    for key in ("macro_f1", "micro_f1", "samples_f1", "samples_jaccard", "hamming_loss", "subset_accuracy"):
+        values = [rows[name].get(key) for name in rows]
+        table.add_row(key, *("-" if value is None else f"{value:.4f}" for value in values))
+    return table
