@@ -77,8 +77,6 @@ def is_user_error(error: BaseException, packages: Sequence[str] = ()) -> bool:
     anywhere else (numpy, torch, a failed lookup in our code) are bugs. ``packages`` adds module
     names whose raises count as ours (for tests and plugins).
     """
-    from labelspace.data.errors import DataFormatError
-
-    if isinstance(error, (LabelspaceError, DataFormatError, OSError)):
+    if isinstance(error, (LabelspaceError, OSError)):  # DataFormatError is a LabelspaceError
         return True
     return isinstance(error, _INPUT_ERRORS) and _raised_here(error, packages)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from labelspace.errors import LabelspaceError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(LabelspaceError, ValueError):
     """Bad input data: says where (file, line, column) and what was expected.
 
     ``str(error)`` reads ``FILE:LINE: column 'NAME': MESSAGE``, the form compilers use, so

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from labelspace.data.errors import DataFormatError
 from labelspace.files import atomic_write_text, read_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,8 +141,6 @@ class LabelSet:
     @classmethod
     def from_labels_file(cls, path: str | os.PathLike[str]) -> LabelSet:
         """One label name a line (GoEmotions ``labels.txt``); the line number is the id."""
-        from labelspace.data.errors import DataFormatError
-
         path = Path(path)
         try:
             text = read_text(path, expected="one label name a line")

