@@ -74,9 +74,9 @@ def child(kind: str, batch_size: int, mini_batch_size: int, threads: int) -> Non
     import torch
 
     from labelspace.data.batch import TextBatch
-    from labelspace.losses.model_loss import as_model_loss
-    from labelspace.losses.text import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+    from labelspace.losses.text import MultipleNegativesRankingLoss
     from labelspace.models import LabelspaceModel
+    from labelspace.objectives import CachedMultipleNegativesRankingLoss, as_model_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

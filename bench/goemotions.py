@@ -73,7 +73,8 @@ def frozen_row(splits, names) -> dict[str, Any]:
 
 def fine_tune(splits, names, loss_name: str, epochs: int, run_dir: Path, seed: int):
     from labelspace import LabelspaceModel, Trainer, TrainingArguments
-    from labelspace.losses import BCEHeadLoss, CombinedLoss, MultiSimilarityLoss
+    from labelspace.losses import BCEHeadLoss, MultiSimilarityLoss
+    from labelspace.objectives import CombinedLoss
 
     model = LabelspaceModel.from_pretrained(
         "minilm", labels=splits["train"].label_set, max_seq_length=MAX_SEQ_LENGTH, seed=seed

@@ -41,7 +41,8 @@ from labelspace import LabelspaceModel, Trainer, TrainingArguments
 from labelspace import parallel as distributed
 from labelspace.data import LabeledDataset
 from labelspace.data.convert import labeled_to_anchor_positive
-from labelspace.losses import BCEHeadLoss, CombinedLoss, MultipleNegativesRankingLoss, MultiSimilarityLoss
+from labelspace.losses import BCEHeadLoss, MultipleNegativesRankingLoss, MultiSimilarityLoss
+from labelspace.objectives import CombinedLoss
 from toy_data import toy_data
 
 STEPS = 4

@@ -275,7 +275,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path, tiny, monkeypatch):
         (folder / "partial.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Encoder, "_write_folder", broken)
+    monkeypatch.setattr(Encoder, "write_folder", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         tiny.save(target, overwrite=True)
     assert sorted(p.name for p in target.rglob("*")) == before

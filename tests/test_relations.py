@@ -212,3 +212,17 @@ def test_rule_settings_accept_numpy_numbers():
     assert RelationRule("overlap", min_shared=np.int64(2)) == RelationRule("overlap", min_shared=2)
     rule = RelationRule("jaccard", pos_threshold=np.float32(0.75), neg_threshold=np.float64(0.25))
     assert rule.decide(np.array([3]), np.array([4]), np.array([3]))[0].tolist() == [True]  # Jaccard 3/4
+
+
+def test_check_labels_validates_once_and_hands_back_bool_matrices():
+    from labelspace.relations import RelationRule, check_labels
+
+    labels = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 0]])
+    checked = check_labels(labels)
+    assert checked.dtype == torch.bool and torch.equal(checked.int(), labels.int())
+    for rule in (RelationRule(), RelationRule("jaccard", pos_threshold=0.5, neg_threshold=0.2), RelationRule("exact")):
+        for a, b in zip(rule.masks(checked), rule.masks(labels), strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
+    assert torch.equal(check_labels(torch.tensor([3, 1, 3])), torch.tensor([3, 1, 3]))
+    with pytest.raises(ValueError, match="0/1 multi-hot"):
+        check_labels(torch.tensor([[2, 0], [0, 1]]))

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from labelspace.precision import HALF_DTYPES
+
 
 class BaseDistance(torch.nn.Module):
     """A B x B' matrix of distances (or similarities, when ``is_inverted``)."""
@@ -138,7 +140,7 @@ class LpDistance(BaseDistance):
     """p-norm distance (Euclidean by default) between (normalised) embeddings."""
 
     def compute_matrix(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        half = query.dtype in (torch.float16, torch.bfloat16) and query.device.type == "cpu"
+        half = query.dtype in HALF_DTYPES and query.device.type == "cpu"
         work_query, work_reference = (query.float(), reference.float()) if half else (query, reference)
         if self.p == 2:
             matrix = euclidean_distance_matrix(work_query, work_reference)

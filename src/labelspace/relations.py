@@ -47,7 +47,11 @@ Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
-    """``labels`` itself when it is 1-D integer class ids or a 2-D 0/1 matrix, else a ValueError saying why."""
+    """``labels`` itself when it is 1-D integer class ids or a 2-D 0/1 matrix, else a ValueError saying why.
+
+    A 2-D bool matrix is 0/1 by its type: it is not scanned (no device synchronisation), which is
+    what `check_labels` hands back for callers that relate the same labels block by block.
+    """
     if not isinstance(labels, torch.Tensor):
         raise ValueError(
             "labels must be a torch.Tensor (class ids or a multi-hot matrix) or a Relation, got "
@@ -58,10 +62,24 @@ def _check_labels(labels: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"1-D labels must be integer class ids, got dtype {labels.dtype}")
         return labels
     if labels.dim() == 2:
-        if labels.numel() and not ((labels == 0) | (labels == 1)).all():
+        if labels.dtype != torch.bool and labels.numel() and not ((labels == 0) | (labels == 1)).all():
             raise ValueError("2-D labels must be a 0/1 multi-hot matrix (batch x num_labels)")
         return labels
     raise ValueError(f"labels must be 1-D class ids or a 2-D 0/1 matrix, got shape {tuple(labels.shape)}")
+
+
+def check_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Validate labels once: 1-D class ids as they are, a 2-D 0/1 matrix as bool (then never scanned again).
+
+    Losses that relate the same labels chunk by chunk (`RelationRule.false_negative_mask` on row
+    blocks) call this once per batch, so the 0/1 check costs one device synchronisation, not one per chunk.
+
+    Example:
+        >>> check_labels(torch.tensor([[1, 0], [0, 1]])).dtype
+        torch.bool
+    """
+    labels = _check_labels(labels)
+    return labels.bool() if labels.dim() == 2 else labels
 
 
 def _check_rule(rule: object, min_shared: object, pos_threshold: object, neg_threshold: object) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
-from labelspace.data.readers import LabelWarning
+from labelspace.data.label_cells import LabelWarning
 
 DENSITY_WARNING_ABOVE = 0.5
 

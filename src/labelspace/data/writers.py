@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labelspace.data.datasets import LabeledDataset, PairDataset, TripletDataset
-from labelspace.data.readers import EXTENSIONS
+from labelspace.data.tables import EXTENSIONS
 from labelspace.files import atomic_write
 
 

@@ -8,6 +8,8 @@ label, the closest sharing none). One B x B distance matrix, no loop over items.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance, LpDistance
@@ -41,18 +43,12 @@ class BatchHardMiner(BaseMiner):
         distance: BaseDistance | None = None,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
 
     def mine(self, embeddings: torch.Tensor, relation: Relation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

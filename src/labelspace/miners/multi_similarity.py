@@ -19,6 +19,8 @@ of packed int64 (value, column) keys with numpy's vectorised sort), read through
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance, CosineSimilarity
@@ -104,18 +106,12 @@ class MultiSimilarityMiner(BaseMiner):
         distance: BaseDistance | None = None,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         self.epsilon = float(epsilon)
 

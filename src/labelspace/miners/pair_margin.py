@@ -13,6 +13,8 @@ comparisons and two ``torch.where``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance, LpDistance
@@ -52,18 +54,12 @@ class PairMarginMiner(BaseMiner):
         distance: BaseDistance | None = None,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)

@@ -15,7 +15,7 @@ elements, plus the returned triplets; never a B x B x B tensor.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -60,18 +60,12 @@ class TripletMarginMiner(BaseMiner):
         distance: BaseDistance | None = None,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if type_of_triplets not in TRIPLET_TYPES:
             raise ValueError(f"type_of_triplets must be one of {', '.join(TRIPLET_TYPES)}; got {type_of_triplets!r}")

@@ -640,9 +640,11 @@ class Encoder(nn.Module):
 
         Refuses to replace an existing non-empty folder unless ``overwrite=True``. Returns the path.
         """
-        return save_folder_atomically(path, self._write_folder, overwrite=overwrite, what="the encoder")
+        return save_folder_atomically(path, self.write_folder, overwrite=overwrite, what="the encoder")
 
-    def _write_folder(self, folder: Path) -> None:
+    def write_folder(self, folder: Path) -> None:
+        """Write the encoder's files into the existing ``folder`` (no atomic rename: `save` and
+        `LabelspaceModel.save` build the folder beside its target and rename it)."""
         save_kwargs: dict[str, Any] = {}
         if "safe_serialization" in inspect.signature(self.model.save_pretrained).parameters:
             save_kwargs["safe_serialization"] = True

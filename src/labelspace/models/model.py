@@ -363,7 +363,7 @@ class LabelspaceModel(nn.Module):
 
     def write_into(self, folder: Path) -> None:
         """Write the model files into an existing empty ``folder`` (not atomic: `save` wraps it)."""
-        self.encoder._write_folder(folder)
+        self.encoder.write_folder(folder)
         if self.head is not None:
             self.head.save(folder)
         (folder / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from labelspace.losses.text.ranking import MultipleNegativesRankingLoss, Similar
 from labelspace.objectives.base import EmbeddingCache, ModelLoss, encoder_of
 from labelspace.objectives.gradcache import check_mini_batch_size, grad_cache_loss
 from labelspace.precision import upcast_half
-from labelspace.relations import RelationRule
+from labelspace.relations import RelationRule, check_labels
 
 __all__ = ["CachedMultipleNegativesRankingLoss"]
 
@@ -127,7 +127,7 @@ class CachedMultipleNegativesRankingLoss(ModelLoss):
         if labels is not None:
             if labels.shape[0] != len(batch):
                 raise ValueError(f"labels must have one row per anchor ({len(batch)})")
-            labels = distributed.gather_without_grad(labels.to(encoder_of(model).device))
+            labels = check_labels(distributed.gather_without_grad(labels.to(encoder_of(model).device)))
 
         def row_loss(embeddings: list[torch.Tensor], begin: int, end: int) -> torch.Tensor:
             return self.row_loss(embeddings, begin, end, labels)

@@ -19,7 +19,7 @@ from labelspace.data.batch import TextBatch
 from labelspace.objectives.base import EmbeddingCache, ModelLoss, encoder_of
 from labelspace.objectives.gradcache import check_mini_batch_size, embed_mini_batches, grad_cache_loss
 from labelspace.precision import upcast_half
-from labelspace.relations import RelationRule
+from labelspace.relations import RelationRule, check_labels
 
 __all__ = ["MARGIN_STRATEGIES", "CachedGISTEmbedLoss", "GISTEmbedLoss", "MarginStrategy"]
 
@@ -199,7 +199,7 @@ class GISTEmbedLoss(ModelLoss):
     def _labels(self, batch: TextBatch, device: torch.device) -> torch.Tensor | None:
         if batch.labels is None:
             return None
-        return distributed.gather_without_grad(batch.labels.to(device))
+        return check_labels(distributed.gather_without_grad(batch.labels.to(device)))  # checked once, not per chunk
 
     def forward(self, model: nn.Module, batch: TextBatch, cache: EmbeddingCache | None = None) -> torch.Tensor:
         self.check_batch(batch)

@@ -31,6 +31,8 @@ Notes:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +41,7 @@ from labelspace.losses.base import MetricLoss, Reduction, check_disjoint, check_
 from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.circle import circle_rows
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+from labelspace.relations import IndicesTuple, Relation, RelationRule
 
 __all__ = ["CircleLoss", "circle_reference", "circle_rows"]
 
@@ -93,10 +95,7 @@ class CircleLoss(MetricLoss):
         reduction: Reduction | None = None,
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         distance = CosineSimilarity() if distance is None else distance
         if not isinstance(distance, CosineSimilarity):
@@ -107,10 +106,7 @@ class CircleLoss(MetricLoss):
             distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")

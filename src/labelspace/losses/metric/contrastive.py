@@ -63,6 +63,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -79,7 +81,7 @@ from labelspace.losses.base import (
 from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.contrastive import contrastive_terms
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+from labelspace.relations import IndicesTuple, Relation, RelationRule
 
 
 class ContrastiveLoss(MetricLoss):
@@ -111,19 +113,13 @@ class ContrastiveLoss(MetricLoss):
         positive_weighting: PositiveWeighting = "none",
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         check_positive_weighting(positive_weighting)
         self.pos_margin = float(pos_margin)

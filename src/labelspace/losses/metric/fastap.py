@@ -15,6 +15,8 @@ feed `average_precision`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance, LpDistance
@@ -22,7 +24,7 @@ from labelspace.losses.base import MetricLoss, Reduction, check_embeddings, redu
 from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.fastap import fastap_histograms
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule, check_indices_tuple
+from labelspace.relations import IndicesTuple, Relation, RelationRule, check_indices_tuple
 
 __all__ = ["FastAPLoss", "average_precision", "miner_weights", "soft_histograms"]
 
@@ -107,10 +109,7 @@ class FastAPLoss(MetricLoss):
         reduction: Reduction | None = None,
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         distance = LpDistance(power=2) if distance is None else distance
         if not (isinstance(distance, LpDistance) and distance.normalize_embeddings and distance.p == 2):
@@ -119,10 +118,7 @@ class FastAPLoss(MetricLoss):
             distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if int(num_bins) < 1:
             raise ValueError(f"num_bins must be at least 1, got {num_bins}")

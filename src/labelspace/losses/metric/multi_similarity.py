@@ -30,6 +30,8 @@ Notes:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance, CosineSimilarity
@@ -37,7 +39,7 @@ from labelspace.losses.base import MetricLoss, Reduction, check_disjoint, check_
 from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.multi_similarity import multi_similarity_rows
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+from labelspace.relations import IndicesTuple, Relation, RelationRule
 
 __all__ = ["MultiSimilarityLoss", "multi_similarity_reference", "multi_similarity_rows"]
 
@@ -98,19 +100,13 @@ class MultiSimilarityLoss(MetricLoss):
         reduction: Reduction | None = None,
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if alpha <= 0 or beta <= 0:
             raise ValueError(f"alpha and beta must be positive, got alpha={alpha}, beta={beta}")

@@ -60,6 +60,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -76,7 +78,7 @@ from labelspace.losses.base import (
 from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.ntxent import ntxent_pair_losses
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule
+from labelspace.relations import IndicesTuple, Relation, RelationRule
 
 
 class NTXentLoss(MetricLoss):
@@ -103,19 +105,13 @@ class NTXentLoss(MetricLoss):
         positive_weighting: PositiveWeighting = "none",
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             CosineSimilarity() if distance is None else distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")

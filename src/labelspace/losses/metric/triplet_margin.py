@@ -26,7 +26,7 @@ the work is per triplet: distances of the T gathered rows when ``T * dim <= max(
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.triplet_margin import all_triplets_loss, listed_triplet_distances
 from labelspace.losses.reduction import reduce
 from labelspace.precision import upcast_half
-from labelspace.relations import IndicesTuple, Relation, RelationRule, Rule, check_indices_tuple
+from labelspace.relations import IndicesTuple, Relation, RelationRule, check_indices_tuple
 
 CHUNK_ELEMENTS = 1 << 22
 """Largest work tensor (elements) of the all-triplets kernel; a chunk is at least one row of B."""
@@ -88,19 +88,13 @@ class TripletMarginLoss(MetricLoss):
         reduction: Reduction | None = None,
         *,
         relation: RelationRule | str | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__(
             LpDistance() if distance is None else distance,
             reduction,
             relation=relation,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
+            **deprecated_relation_keywords,
         )
         if triplets_per_anchor != "all" and (
             isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1
