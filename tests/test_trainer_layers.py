@@ -319,3 +319,30 @@ def test_ctrl_c_stops_between_steps_after_the_checkpoint(tiny, tmp_path, capsys)
     import signal
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+class EpochSizedSampler:
+    """Two batches in epoch 0, three from epoch 1 on; records every batch it hands out."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.given: list[tuple[int, int]] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 if self.epoch == 0 else 3
+
+    def __iter__(self):
+        for number in range(len(self)):
+            self.given.append((self.epoch, number))
+            yield [2 * number % 8, (2 * number + 1) % 8]
+
+
+def test_the_schedule_of_an_epoch_uses_the_sampler_length_of_that_epoch(tiny):
+    data = toy_data(repeat=1)
+    sampler = EpochSizedSampler()
+    args = TrainingArguments(max_steps=5, batch_size=2, sampler=sampler, show_progress_bar=False)
+    Trainer(new_model(tiny, data), data, BCEHeadLoss(), args=args).train()
+    assert sampler.given == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]

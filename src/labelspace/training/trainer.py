@@ -283,6 +283,9 @@ class Trainer:
     def _train_loop(self, state: TrainerState, interrupted: Callable[[], bool]) -> None:
         """Optimizer steps until ``max_steps``, an early stop, or a Ctrl-C (raised between two steps)."""
         while state.global_step < state.max_steps and not state.should_stop:
+            for sampler in self.samplers.values():  # first: a sampler's length may depend on its epoch
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(state.epoch)
             schedule = self.schedule.epoch(state.epoch)
             self.epoch_length = len(schedule)
             iterators = self._epoch_iterators(schedule)
@@ -312,8 +315,6 @@ class Trainer:
         """Each sampler's batches for the epoch; a stateless sampler skips what a resumed run already trained on."""
         iterators = {}
         for name, sampler in self.samplers.items():
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.state.epoch)
             iterators[name] = iter(sampler)
             if not has_state(sampler):
                 for _ in range(schedule[: self.state.batches_in_epoch].count(name)):
