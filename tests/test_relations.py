@@ -226,3 +226,15 @@ def test_check_labels_validates_once_and_hands_back_bool_matrices():
     assert torch.equal(check_labels(torch.tensor([3, 1, 3])), torch.tensor([3, 1, 3]))
     with pytest.raises(ValueError, match="0/1 multi-hot"):
         check_labels(torch.tensor([[2, 0], [0, 1]]))
+
+
+def test_an_unknown_keyword_of_a_loss_or_miner_is_a_type_error_naming_the_class():
+    from labelspace.losses import ContrastiveLoss
+    from labelspace.miners import BatchHardMiner
+
+    with pytest.raises(TypeError, match=r"ContrastiveLoss\(\) got an unexpected keyword argument 'min_share'"):
+        ContrastiveLoss(min_share=2)
+    with pytest.raises(TypeError, match=r"BatchHardMiner\(\) got an unexpected keyword argument 'rules'"):
+        BatchHardMiner(rules="jaccard")
+    with pytest.warns(DeprecationWarning, match=r"ContrastiveLoss\(min_shared=2\) is deprecated"):
+        assert ContrastiveLoss(min_shared=2).relation_rule.min_shared == 2

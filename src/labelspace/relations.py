@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ IndicesTuple = (
 )
 RULES = ("overlap", "jaccard", "exact")
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
+# The keyword arguments losses and miners took before relation= (deprecated, one release).
+_DEPRECATED_KEYWORDS = ("rule", "min_shared", "pos_threshold", "neg_threshold")
 
 
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -164,20 +166,14 @@ class RelationRule:
 
     @classmethod
     def of(
-        cls,
-        relation: RelationRule | str | None = None,
-        *,
-        owner: str = "this loss",
-        rule: str | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        cls, relation: RelationRule | str | None = None, *, owner: str = "this loss", **deprecated: Any
     ) -> RelationRule:
         """The rule a loss or miner was given: a `RelationRule`, its name as shorthand, or None (overlap).
 
-        ``rule``, ``min_shared``, ``pos_threshold`` and ``neg_threshold`` are the keyword arguments
-        losses and miners took before ``relation=``; they still work for one release, with a
-        DeprecationWarning (``owner`` names the class in it).
+        ``deprecated`` takes ``rule``, ``min_shared``, ``pos_threshold`` and ``neg_threshold``, the
+        keyword arguments losses and miners took before ``relation=``; they still work for one
+        release, with a DeprecationWarning (``owner`` names the class in it). Any other keyword is
+        a TypeError naming ``owner``, as Python's own.
 
         Example:
             >>> RelationRule.of("jaccard").rule
@@ -185,16 +181,10 @@ class RelationRule:
             >>> RelationRule.of(None)
             RelationRule(rule='overlap', min_shared=1, pos_threshold=0.5, neg_threshold=0.0)
         """
-        legacy = {
-            key: value
-            for key, value in (
-                ("rule", rule),
-                ("min_shared", min_shared),
-                ("pos_threshold", pos_threshold),
-                ("neg_threshold", neg_threshold),
-            )
-            if value is not None
-        }
+        unknown = sorted(set(deprecated) - set(_DEPRECATED_KEYWORDS))
+        if unknown:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {unknown[0]!r}")
+        legacy = {key: deprecated[key] for key in _DEPRECATED_KEYWORDS if deprecated.get(key) is not None}
         if legacy:
             if relation is not None:
                 raise ValueError(f"{owner}: give either relation= or the deprecated {', '.join(legacy)}=, not both")

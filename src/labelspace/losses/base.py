@@ -15,7 +15,7 @@ ValueError.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -163,24 +163,14 @@ class MetricLoss(torch.nn.Module):
         reduction: Reduction | None = None,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__()
         reduction = reduction or self.default_reduction
         check_reduction(reduction)
         self.distance = distance
         self.reduction: Reduction = reduction
-        self.relation_rule = RelationRule.of(
-            relation,
-            owner=type(self).__name__,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
-        )
+        self.relation_rule = RelationRule.of(relation, owner=type(self).__name__, **deprecated_relation_keywords)
 
     def relation(
         self, embeddings: torch.Tensor, labels: torch.Tensor | Relation | None, indices_tuple: IndicesTuple | None

@@ -11,6 +11,8 @@ Bad batches are refused as the losses refuse them: an empty batch, NaN or inf em
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from labelspace.distances import BaseDistance
@@ -34,21 +36,11 @@ class BaseMiner(torch.nn.Module):
         distance: BaseDistance,
         *,
         relation: RelationRule | Rule | None = None,
-        rule: Rule | None = None,
-        min_shared: int | None = None,
-        pos_threshold: float | None = None,
-        neg_threshold: float | None = None,
+        **deprecated_relation_keywords: Any,
     ) -> None:
         super().__init__()
         self.distance = distance
-        self.relation_rule = RelationRule.of(
-            relation,
-            owner=type(self).__name__,
-            rule=rule,
-            min_shared=min_shared,
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
-        )
+        self.relation_rule = RelationRule.of(relation, owner=type(self).__name__, **deprecated_relation_keywords)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | Relation) -> IndicesTuple:
         check_embeddings(embeddings)  # the losses' rule: 2-D, not empty, finite
