@@ -42,10 +42,10 @@ Notes:
       pairs, each in anchor-major order (`Relation.pair_indices`); positive losses are
       multiplied by their weight when weighting.
 
-Implementation: `ContrastiveLoss.reference` is the formula above on the distance matrix and the
-relation's masks. `forward` runs it, or, where `ContrastiveLoss.uses_kernel` says so, the fused
-kernel of ``_kernels/contrastive.py`` (same value and gradient, row-blocked, no B x B loss tensor
-kept for the backward pass).
+Implementation: `contrastive_reference` below is the formula above on the distance matrix and the
+relation's masks (`ContrastiveLoss.reference` calls it). `forward` runs it, or, where
+`ContrastiveLoss.uses_kernel` says so, the fused kernel of ``_kernels/contrastive.py`` (same value
+and gradient, row-blocked, no B x B loss tensor kept for the backward pass).
 
 Example:
     >>> import torch
@@ -82,6 +82,53 @@ from labelspace.losses.metric._kernels import builtin_distance
 from labelspace.losses.metric._kernels.contrastive import contrastive_terms
 from labelspace.precision import upcast_half
 from labelspace.relations import IndicesTuple, Relation, RelationRule
+
+__all__ = ["ContrastiveLoss", "contrastive_reference"]
+
+
+def contrastive_reference(
+    matrix: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    weight: torch.Tensor | None,
+    *,
+    pos_margin: float,
+    neg_margin: float,
+    distance: BaseDistance,
+    reduction: Reduction,
+) -> torch.Tensor:
+    """The contrastive loss of a B x B distance (or similarity) matrix, as the formula reads.
+
+    relu of each positive pair's distance beyond ``pos_margin`` and of each negative pair's distance
+    within ``neg_margin`` (``distance.margin`` says which way "beyond" points), the positive side
+    reduced with its ``weight`` (B x B, or None), the negative side reduced on its own, then summed;
+    ``reduction="none"`` lists the positive pair losses, then the negative ones.
+
+    Example:
+        >>> import torch
+        >>> from labelspace.distances import LpDistance
+        >>> matrix = torch.tensor([[0.0, 0.3, 0.4], [0.3, 0.0, 1.5], [0.4, 1.5, 0.0]])
+        >>> positive = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])
+        >>> negative = ~positive & ~torch.eye(3, dtype=torch.bool)  # 0~2 at 0.4, 1~2 at 1.5
+        >>> options = dict(pos_margin=0.0, neg_margin=1.0, distance=LpDistance())
+        >>> loss = contrastive_reference(matrix, positive, negative, None, reduction="mean_nonzero", **options)
+        >>> round(loss.item(), 4)  # positives: 0.3 - 0 (twice); negatives: 1 - 0.4 (twice), 1 - 1.5 < 0 (twice)
+        0.9
+        >>> loss = contrastive_reference(matrix, positive, negative, None, reduction="mean", **options)
+        >>> round(loss.item(), 4)  # 0.3 + (0.6 + 0.6 + 0 + 0) / 4
+        0.6
+    """
+    beyond_pos_margin = F.relu(distance.margin(pos_margin, matrix))
+    within_neg_margin = F.relu(distance.margin(matrix, neg_margin))
+    positive_losses = torch.where(positive, beyond_pos_margin, 0)
+    negative_losses = torch.where(negative, within_neg_margin, 0)
+    if weight is not None:
+        weight = weight.to(matrix.dtype)
+    positive_term = reduce_pair_losses(positive_losses, reduction, mask=positive, weight=weight)
+    negative_term = reduce_pair_losses(negative_losses, reduction, mask=negative)
+    if reduction == "none":
+        return torch.cat([positive_term, negative_term])
+    return positive_term + negative_term
 
 
 class ContrastiveLoss(MetricLoss):
@@ -127,19 +174,17 @@ class ContrastiveLoss(MetricLoss):
         self.positive_weighting: PositiveWeighting = positive_weighting
 
     def reference(self, embeddings: torch.Tensor, relation: Relation, weight: torch.Tensor | None) -> torch.Tensor:
-        """The loss as its formula reads: relu of each pair's margin violation, each side reduced."""
-        matrix = self.distance(upcast_half(embeddings))
-        beyond_pos_margin = F.relu(self.distance.margin(self.pos_margin, matrix))
-        within_neg_margin = F.relu(self.distance.margin(matrix, self.neg_margin))
-        positive_losses = torch.where(relation.positive, beyond_pos_margin, 0)
-        negative_losses = torch.where(relation.negative, within_neg_margin, 0)
-        if weight is not None:
-            weight = weight.to(matrix.dtype)
-        positive_term = reduce_pair_losses(positive_losses, self.reduction, mask=relation.positive, weight=weight)
-        negative_term = reduce_pair_losses(negative_losses, self.reduction, mask=relation.negative)
-        if self.reduction == "none":
-            return torch.cat([positive_term, negative_term])
-        return positive_term + negative_term
+        """`contrastive_reference` of this loss's distance matrix and the relation's masks."""
+        return contrastive_reference(
+            self.distance(upcast_half(embeddings)),
+            relation.positive,
+            relation.negative,
+            weight,
+            pos_margin=self.pos_margin,
+            neg_margin=self.neg_margin,
+            distance=self.distance,
+            reduction=self.reduction,
+        )
 
     def uses_kernel(self) -> bool:
         """Whether `forward` runs the fused kernel (``_kernels/contrastive.py``) instead of `reference`.

@@ -13,10 +13,10 @@ The loss is the mean of l(a, p) over all positive pairs (pytorch-metric-learning
 ``MeanReducer``). A positive pair whose anchor has no negative costs 0 and still counts in the
 mean, as there; a batch without positive pairs (or without any negative) gives 0.
 
-Implementation: `NTXentLoss.reference` is the first line of the formula, each positive beside
-its anchor's negatives (a positives x B matrix, O(B^3) for a batch of a few classes, as
-pytorch-metric-learning's positives x negatives matrix). `forward` runs it, or, where
-`NTXentLoss.uses_kernel` says so, the kernel of ``_kernels/ntxent.py``, the second line: lse_a
+Implementation: `ntxent_reference` below (called by `NTXentLoss.reference`) is the first line of
+the formula, each positive beside its anchor's negatives (a positives x B matrix, O(B^3) for a
+batch of a few classes, as pytorch-metric-learning's positives x negatives matrix). `forward` runs
+it, or, where `NTXentLoss.uses_kernel` says so, the kernel of ``_kernels/ntxent.py``, the second line: lse_a
 is one masked logsumexp per row of the B x B similarity matrix, so time and memory are O(B^2)
 and the graph keeps one B x B float matrix.
 
@@ -80,6 +80,47 @@ from labelspace.losses.metric._kernels.ntxent import ntxent_pair_losses
 from labelspace.precision import upcast_half
 from labelspace.relations import IndicesTuple, Relation, RelationRule
 
+__all__ = ["NTXentLoss", "ntxent_reference"]
+
+
+def ntxent_reference(
+    matrix: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    weight: torch.Tensor | None,
+    *,
+    temperature: float,
+    distance: BaseDistance,
+    reduction: Reduction,
+) -> torch.Tensor:
+    """The NT-Xent loss of a B x B similarity (or distance) matrix, as the formula reads.
+
+    Each positive pair (a, p) is -log softmax of its logit s_ap / T among itself and the logits of its
+    anchor's negatives (a distance d gives s = -d, ``distance.is_inverted`` says which), weighted by
+    ``weight[a, p]`` (B x B, or None), then reduced; ``reduction="none"`` lists the pair losses.
+
+    Example:
+        >>> import torch
+        >>> from labelspace.distances import CosineSimilarity
+        >>> matrix = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> positive = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])
+        >>> negative = ~positive & ~torch.eye(3, dtype=torch.bool)  # 0~2 and 1~2, similarity 0
+        >>> options = dict(temperature=0.5, distance=CosineSimilarity())
+        >>> losses = ntxent_reference(matrix, positive, negative, None, reduction="none", **options)
+        >>> [round(value, 4) for value in losses.tolist()]  # -log(e^1 / (e^1 + e^0)), for (0, 1) and (1, 0)
+        [0.3133, 0.3133]
+        >>> round(ntxent_reference(matrix, positive, negative, None, reduction="mean", **options).item(), 4)
+        0.3133
+    """
+    logits = (matrix if distance.is_inverted else -matrix) / temperature
+    anchors, positives = torch.where(positive)
+    negatives = logits[anchors].masked_fill(~negative[anchors], float("-inf"))
+    candidates = torch.cat([logits[anchors, positives, None], negatives], dim=1)  # the positive first
+    losses = -F.log_softmax(candidates, dim=1)[:, 0]
+    if weight is not None:
+        weight = weight[anchors, positives].to(losses.dtype)
+    return reduce_pair_losses(losses, reduction, weight=weight)
+
 
 class NTXentLoss(MetricLoss):
     """NT-Xent / supervised InfoNCE over positive pairs (see the module docstring for the formula).
@@ -120,16 +161,16 @@ class NTXentLoss(MetricLoss):
         self.positive_weighting: PositiveWeighting = positive_weighting
 
     def reference(self, embeddings: torch.Tensor, relation: Relation, weight: torch.Tensor | None) -> torch.Tensor:
-        """The loss as its formula reads: -log softmax of each positive among itself and its anchor's negatives."""
-        matrix = self.distance(upcast_half(embeddings))
-        logits = (matrix if self.distance.is_inverted else -matrix) / self.temperature
-        anchors, positives = torch.where(relation.positive)
-        negatives = logits[anchors].masked_fill(~relation.negative[anchors], float("-inf"))
-        candidates = torch.cat([logits[anchors, positives, None], negatives], dim=1)  # the positive first
-        losses = -F.log_softmax(candidates, dim=1)[:, 0]
-        if weight is not None:
-            weight = weight[anchors, positives].to(losses.dtype)
-        return reduce_pair_losses(losses, self.reduction, weight=weight)
+        """`ntxent_reference` of this loss's similarity matrix and the relation's masks."""
+        return ntxent_reference(
+            self.distance(upcast_half(embeddings)),
+            relation.positive,
+            relation.negative,
+            weight,
+            temperature=self.temperature,
+            distance=self.distance,
+            reduction=self.reduction,
+        )
 
     def uses_kernel(self) -> bool:
         """Whether `forward` runs the O(B^2) kernel (``_kernels/ntxent.py``) instead of `reference`.

@@ -13,15 +13,16 @@ on their anchors as pytorch-metric-learning does), else from the batch's `Relati
 every positive of it and every negative of it (``triplets_per_anchor="all"``), or that many random
 (positive, negative) draws per anchor.
 
-Implementation: `TripletMarginLoss.reference` is the formula on listed triplets, gathered from the
-B x B matrix. `forward` runs it, or, where `TripletMarginLoss.uses_kernel` says so, the kernels of
-``_kernels/triplet_margin.py``. Memory there: all triplets of a batch, reduced, are computed chunk by
-chunk over the positive pairs (a, p), each chunk against every candidate negative, with a
-hand-written gradient: work tensors of at most ``max(CHUNK_ELEMENTS, B)`` elements, on top of the
-B x B distance matrix and its B x B gradient, so memory is O(B^2), never O(B^3) nor O(number of
-triplets). With listed triplets (a miner's output, ``reduction="none"``, ``triplets_per_anchor=k``)
-the work is per triplet: distances of the T gathered rows when ``T * dim <= max(B^2, ROWS_ELEMENTS)``
-(batch-hard mining: no B x B matrix at all), else gathers from the B x B matrix.
+Implementation: `triplet_margin_reference` below (called by `TripletMarginLoss.reference`) is the
+formula on listed triplets, gathered from the B x B matrix. `forward` runs it, or, where
+`TripletMarginLoss.uses_kernel` says so, the kernels of ``_kernels/triplet_margin.py``. Memory
+there: all triplets of a batch, reduced, are computed chunk by chunk over the positive pairs (a, p),
+each chunk against every candidate negative, with a hand-written gradient: work tensors of at most
+``max(CHUNK_ELEMENTS, B)`` elements, on top of the B x B distance matrix and its B x B gradient, so
+memory is O(B^2), never O(B^3) nor O(number of triplets). With listed triplets (a miner's output,
+``reduction="none"``, ``triplets_per_anchor=k``) the work is per triplet: distances of the T
+gathered rows when ``T * dim <= max(B^2, ROWS_ELEMENTS)`` (batch-hard mining: no B x B matrix at
+all), else gathers from the B x B matrix.
 """
 
 from __future__ import annotations
@@ -38,6 +39,82 @@ from labelspace.losses.metric._kernels.triplet_margin import all_triplets_loss, 
 from labelspace.losses.reduction import reduce
 from labelspace.precision import upcast_half
 from labelspace.relations import IndicesTuple, Relation, RelationRule, check_indices_tuple
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "ROWS_ELEMENTS",
+    "TripletMarginLoss",
+    "as_triplets",
+    "pairs_to_triplets",
+    "reduce_triplet_distances",
+    "sample_triplets",
+    "triplet_margin_reference",
+]
+
+
+def triplet_margin_reference(
+    embeddings: torch.Tensor,
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    *,
+    margin: float,
+    swap: bool,
+    smooth_loss: bool,
+    distance: BaseDistance,
+    reduction: Reduction,
+) -> torch.Tensor:
+    """The triplet margin loss of the listed triplets ``(anchors, positives, negatives)``, as the formula reads.
+
+    Their distances are gathered from the B x B matrix of ``embeddings``; with ``swap`` the
+    positive-negative distance replaces the anchor-negative one where it is the closer
+    (``distance.smallest``); then `reduce_triplet_distances`.
+
+    Example:
+        >>> import torch
+        >>> from labelspace.distances import LpDistance
+        >>> embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+        >>> triplet = torch.tensor([0]), torch.tensor([1]), torch.tensor([2])  # d(0,1) = sqrt(2), d(0,2) = 2
+        >>> options = dict(margin=1.0, smooth_loss=False, distance=LpDistance(), reduction="mean")
+        >>> round(triplet_margin_reference(embeddings, *triplet, swap=False, **options).item(), 4)  # sqrt(2) - 2 + 1
+        0.4142
+        >>> round(triplet_margin_reference(embeddings, *triplet, swap=True, **options).item(), 4)  # d(1,2) = sqrt(2)
+        1.0
+    """
+    matrix = distance(embeddings)
+    to_positive, to_negative = matrix[anchors, positives], matrix[anchors, negatives]
+    if swap:  # the positive's distance to the negative, where that one is the closer
+        to_negative = distance.smallest(to_negative, matrix[positives, negatives])
+    return reduce_triplet_distances(
+        to_positive,
+        to_negative,
+        embeddings,
+        margin=margin,
+        smooth_loss=smooth_loss,
+        distance=distance,
+        reduction=reduction,
+    )
+
+
+def reduce_triplet_distances(
+    to_positive: torch.Tensor,
+    to_negative: torch.Tensor,
+    embeddings: torch.Tensor,
+    *,
+    margin: float,
+    smooth_loss: bool,
+    distance: BaseDistance,
+    reduction: Reduction,
+) -> torch.Tensor:
+    """[margin - how much farther the negative is than the positive]_+ (softplus when smooth), reduced.
+
+    ``to_positive`` and ``to_negative`` are the triplets' anchor-positive and anchor-negative distances;
+    ``embeddings`` give the zero (on their graph) when there is no triplet to reduce.
+    """
+    violation = margin - distance.margin(to_positive, to_negative)
+    losses = F.softplus(violation) if smooth_loss else F.relu(violation)
+    return reduce(losses, reduction, embeddings)
+
 
 CHUNK_ELEMENTS = 1 << 22
 """Largest work tensor (elements) of the all-triplets kernel; a chunk is at least one row of B."""
@@ -108,21 +185,32 @@ class TripletMarginLoss(MetricLoss):
     def reference(
         self, embeddings: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
-        """The loss of the listed triplets as the formula reads, gathered from the B x B matrix."""
-        work = upcast_half(embeddings)
-        matrix = self.distance(work)
-        to_positive, to_negative = matrix[anchors, positives], matrix[anchors, negatives]
-        if self.swap:  # the positive's distance to the negative, where that one is the closer
-            to_negative = self.distance.smallest(to_negative, matrix[positives, negatives])
-        return self.reduce_triplets(to_positive, to_negative, work)
+        """`triplet_margin_reference` of the listed triplets with this loss's options."""
+        return triplet_margin_reference(
+            upcast_half(embeddings),
+            anchors,
+            positives,
+            negatives,
+            margin=self.margin,
+            swap=self.swap,
+            smooth_loss=self.smooth_loss,
+            distance=self.distance,
+            reduction=self.reduction,
+        )
 
     def reduce_triplets(
         self, to_positive: torch.Tensor, to_negative: torch.Tensor, embeddings: torch.Tensor
     ) -> torch.Tensor:
-        """[margin - how much farther the negative is than the positive]_+ (softplus when smooth), reduced."""
-        violation = self.margin - self.distance.margin(to_positive, to_negative)
-        losses = F.softplus(violation) if self.smooth_loss else F.relu(violation)
-        return reduce(losses, self.reduction, embeddings)
+        """`reduce_triplet_distances` with this loss's margin, smoothing, distance and reduction."""
+        return reduce_triplet_distances(
+            to_positive,
+            to_negative,
+            embeddings,
+            margin=self.margin,
+            smooth_loss=self.smooth_loss,
+            distance=self.distance,
+            reduction=self.reduction,
+        )
 
     def uses_kernel(self) -> bool:
         """Whether `forward` runs the kernels of ``_kernels/triplet_margin.py`` instead of `reference`.
