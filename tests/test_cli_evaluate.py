@@ -165,6 +165,8 @@ def test_tune_thresholds_options(run_cli, files, tmp_path):
         "100",
         "--fallback",
         "0.42",
+        "--rare-labels",
+        "global",
         "--rule",
         "at_least_one",
         "--quiet",

@@ -161,7 +161,7 @@ def test_labels_with_few_positives_fall_back():
     y_true[:, 1] = 0
     y_true[:3, 1] = 1  # three positives
     y_true[:, 3] = 0  # none
-    result = tune_thresholds(y_true, scores, min_positives=5, fallback=0.42)
+    result = tune_thresholds(y_true, scores, min_positives=5, fallback=0.42, rare_labels="global")
     assert result.fell_back.tolist() == [False, True, False, True]
     assert result.thresholds[1] == result.thresholds[3] == 0.42
     assert result.global_threshold is None
@@ -173,7 +173,7 @@ def test_global_fallback_uses_the_micro_f1_threshold():
     y_true, scores = random_data(1, 300, 5, structured=True, decimals=2)
     y_true[:, 0] = 0
     y_true[0, 0] = 1
-    result = tune_thresholds(y_true, scores, min_positives=5, fallback="global")
+    result = tune_thresholds(y_true, scores, min_positives=5, fallback="global", rare_labels="global")
     expected = tune_global_threshold(y_true, scores, metric="micro_f1")
     assert result.global_threshold == expected
     assert result.fell_back.tolist() == [True, False, False, False, False]

@@ -181,6 +181,7 @@ def test_joint_search_keeps_fallbacks_and_targets():
         scores,
         min_positives=3,
         fallback=0.42,
+        rare_labels="global",
         label_names=names,
         target_precision={"b": 0.7},
         objective="micro_f1",

@@ -53,6 +53,7 @@ __all__ = [
     "macro_roc_auc",
     "precision_recall_fscore_support",
     "precision_score",
+    "rarest_labels",
     "recall_score",
     "roc_auc_per_label",
     "subset_accuracy",
@@ -437,13 +438,44 @@ def check_label_names(label_names: Sequence[str] | None, num_labels: int) -> lis
     return names
 
 
+def rarest_labels(frequency: Any, fraction: float = 0.25) -> np.ndarray:
+    """Columns of the ``ceil(fraction * L)`` rarest labels (at least one), rarest first.
+
+    ``frequency`` holds one count (or rate) per label, e.g. positives in the training data. Ties go
+    to the lower column, so the choice is deterministic.
+
+    Example:
+        >>> rarest_labels([40, 3, 12, 3, 7]).tolist()
+        [1, 3]
+    """
+    counts = to_numpy(frequency, "label_frequency")
+    if counts.ndim != 1 or counts.shape[0] == 0 or not np.issubdtype(counts.dtype, np.number):
+        raise ValueError(f"label_frequency must be a non-empty 1-D array of numbers, got shape {counts.shape}")
+    if np.isnan(counts.astype(np.float64)).any():
+        raise ValueError("label_frequency must not contain NaN")
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a float in (0, 1], got {fraction!r}")
+    keep = max(1, math.ceil(fraction * counts.shape[0]))
+    return np.argsort(counts, kind="stable")[:keep]
+
+
 def classification_report(
-    y_true: Any, scores: Any, *, thresholds: Any = 0.5, label_names: Sequence[str] | None = None
+    y_true: Any,
+    scores: Any,
+    *,
+    thresholds: Any = 0.5,
+    label_names: Sequence[str] | None = None,
+    label_frequency: Any = None,
 ) -> dict[str, Any]:
     """Every metric of this module in one JSON-serialisable dict (NaN becomes None), with a per-label table.
 
     ``scores`` may be float scores (thresholded) or bool/int predictions (then the ranking metrics
     are computed on the 0/1 predictions and each label's ``threshold`` is None).
+
+    ``macro_f1_rarest_quarter`` is the macro-F1 over the rarest quarter of the labels (`rarest_labels`,
+    at least one label): rarest by ``label_frequency`` (one count per label, e.g. the training
+    positives) when given, else by the positives in ``y_true``. A macro average hides rare labels
+    that are never predicted; this row shows them.
 
     Example:
         >>> import json
@@ -454,6 +486,10 @@ def classification_report(
         >>> report["per_label"]["joy"]["roc_auc"], report["per_label"]["joy"]["threshold"]
         (1.0, 0.5)
         >>> _ = json.dumps(report)
+        >>> rare = classification_report([[1, 0], [0, 1], [1, 1]], [[0.9, 0.2], [0.3, 0.6], [0.7, 0.4]],
+        ...                              label_frequency=[120, 3])  # anger is the rare one in training
+        >>> round(rare["macro_f1_rarest_quarter"], 4)
+        0.6667
     """
     truth = check_label_matrix(y_true)
     raw = to_numpy(scores, "scores")
@@ -477,6 +513,14 @@ def classification_report(
         report[f"{average}_precision"] = json_float(precision)
         report[f"{average}_recall"] = json_float(recall)
         report[f"{average}_f1"] = json_float(fscore)
+    precision, recall, fscore, support = _precision_recall_fscore(truth, predictions, 1.0, None, 0.0)
+    if label_frequency is None:
+        label_frequency = support
+    elif to_numpy(label_frequency, "label_frequency").shape != (truth.shape[1],):
+        shape = to_numpy(label_frequency, "label_frequency").shape
+        raise ValueError(f"label_frequency must hold one count per label ({truth.shape[1]}), got shape {shape}")
+    rare = rarest_labels(label_frequency) if truth.shape[1] else np.zeros(0, dtype=np.int64)
+    report["macro_f1_rarest_quarter"] = nan_average(fscore[rare])
     report["samples_jaccard"] = _jaccard_samples(truth, predictions, 0.0)
     report["hamming_loss"] = _hamming_loss(truth, predictions)
     report["subset_accuracy"] = _subset_accuracy(truth, predictions)
@@ -489,7 +533,6 @@ def classification_report(
     report["num_samples"] = int(truth.shape[0])
     report["num_labels"] = int(truth.shape[1])
 
-    precision, recall, fscore, support = _precision_recall_fscore(truth, predictions, 1.0, None, 0.0)
     columns = zip(
         names, precision, recall, fscore, support, per_label_thresholds, roc_auc, average_precision, strict=True
     )

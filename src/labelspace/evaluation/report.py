@@ -61,6 +61,7 @@ SECTION_TITLES: tuple[str, ...] = (
 #: Main metrics, in the order the tables show them.
 MAIN_METRICS: tuple[str, ...] = (
     "macro_f1",
+    "macro_f1_rarest_quarter",
     "micro_f1",
     "samples_f1",
     "samples_jaccard",
@@ -100,8 +101,12 @@ def decision_report(
     thresholds: Any = 0.5,
     predictions: Any = None,
     label_names: Sequence[str] | None = None,
+    label_frequency: Any = None,
 ) -> dict[str, Any]:
     """`classification_report` of the decisions made, with ranking metrics from the probabilities.
+
+    ``label_frequency`` (one count per label, e.g. training positives) picks the rarest quarter of
+    labels for ``macro_f1_rarest_quarter``; without it they are the rarest in ``y_true``.
 
     Without ``predictions`` this is ``classification_report(y_true, probabilities, thresholds=...)``.
     With them (e.g. from the "at_least_one" or "top_k" rule) the precision/recall/F1/Jaccard/Hamming/
@@ -114,11 +119,13 @@ def decision_report(
         >>> report["macro_f1"], report["macro_roc_auc"], report["per_label"]["1"]["threshold"]
         (1.0, 1.0, 0.5)
     """
-    report = classification_report(y_true, probabilities, thresholds=thresholds, label_names=label_names)
+    report = classification_report(
+        y_true, probabilities, thresholds=thresholds, label_names=label_names, label_frequency=label_frequency
+    )
     if predictions is None:
         return report
     decided = np.asarray(predictions).astype(bool).astype(np.int64)
-    made = classification_report(y_true, decided, label_names=label_names)
+    made = classification_report(y_true, decided, label_names=label_names, label_frequency=label_frequency)
     ranking = {"macro_roc_auc", "macro_average_precision", "num_samples", "num_labels", "per_label"}
     for key, value in made.items():
         if key not in ranking:
@@ -380,6 +387,7 @@ def write_report(
     metrics: Mapping[str, Any] | None = None,
     comparisons: Mapping[str, Mapping[str, Any]] | None = None,
     title: str = "labelspace report",
+    label_frequency: Any = None,
 ) -> Path:
     """Write a self-contained HTML evaluation report to ``path`` (atomically) and return the path.
 
@@ -394,6 +402,8 @@ def write_report(
             shown too); default `decision_report` of the arguments.
         comparisons: optional row name -> metrics dict, shown as one comparison table.
         title: the page title.
+        label_frequency: one count per label (e.g. training positives) choosing the rarest quarter of
+            labels for the default metrics' ``macro_f1_rarest_quarter`` (default: the positives in ``y_true``).
     """
     truth = check_label_matrix(y_true)
     scores = check_scores(probabilities, truth.shape, "probabilities")
@@ -411,7 +421,12 @@ def write_report(
             raise ValueError(f"embeddings must have one row per item ({truth.shape[0]}), got {embeddings.shape[0]}")
     if metrics is None:
         metrics = decision_report(
-            truth, scores, thresholds=per_label_thresholds, predictions=predictions, label_names=names
+            truth,
+            scores,
+            thresholds=per_label_thresholds,
+            predictions=predictions,
+            label_names=names,
+            label_frequency=label_frequency,
         )
     per_label = (
         metrics.get("per_label")
@@ -440,6 +455,11 @@ def write_report(
         "<h2>Summary</h2>",
         _table(["metric", "value"], _summary_rows(metrics)),
     ]
+    if "macro_f1_rarest_quarter" in metrics:
+        parts.append(
+            '<p class="note">macro_f1_rarest_quarter: macro-F1 over the rarest quarter of the labels (by training '
+            "frequency when it was given, else by support in this data).</p>"
+        )
     if comparisons:
         parts += ["<h2>Comparisons</h2>", _comparison_table(comparisons)]
     columns = ["precision", "recall", "f1", "support", "threshold", "roc_auc", "average_precision"]

@@ -69,11 +69,13 @@ DECISION_RULES = ("threshold", "at_least_one", "top_k")
 TUNING_METRICS = ("f1", "fbeta")
 GLOBAL_METRICS = ("micro_f1", "macro_f1")
 OBJECTIVES = ("macro_f1", "micro_f1", "samples_f1", "samples_jaccard")
+RARE_LABEL_RULES = ("shrink", "global")
 
 __all__ = [
     "DECISION_RULES",
     "GLOBAL_METRICS",
     "OBJECTIVES",
+    "RARE_LABEL_RULES",
     "TUNING_METRICS",
     "ThresholdResult",
     "apply_decision_rule",
@@ -81,6 +83,7 @@ __all__ = [
     "default_decision_rule",
     "label_positions",
     "per_label_targets",
+    "shrink_thresholds",
     "tune_global_threshold",
     "tune_thresholds",
 ]
@@ -91,8 +94,11 @@ class ThresholdResult:
     """Tuned per-label thresholds and how they were found.
 
     ``thresholds`` (float, one per label) are meant for `binarize` (positive when score >= threshold).
-    ``fell_back`` marks labels with too few positives, which got the fallback instead;
-    ``global_threshold`` is the micro-F1 threshold used for them when the fallback was "global".
+    ``fell_back`` marks labels with fewer than ``min_positives`` positives; ``rare_labels`` says what they
+    got: "global", the fallback itself, or "shrink", their own threshold shrunk toward the fallback
+    (`shrink_thresholds`; the fallback itself for a label with no positive). ``global_threshold`` is the
+    micro-F1 threshold used as the fallback when it was "global". Records saved before ``rare_labels``
+    existed read back as "global", which is what they were.
     ``metric`` is "f1", "fbeta", or "target_precision" / "target_recall" when one target was given for
     every label (``target`` is then that value); ``label_metrics`` names each label's rule and
     ``targets`` each label's target (NaN where it has none), so per-label targets show there.
@@ -125,6 +131,7 @@ class ThresholdResult:
     objective_score: float | None = None
     label_metrics: list[str] | None = None
     targets: np.ndarray | None = None
+    rare_labels: str = "global"
 
     def __post_init__(self) -> None:
         self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
@@ -183,6 +190,7 @@ class ThresholdResult:
             "objective_score": None if self.objective_score is None else float(self.objective_score),
             "label_metrics": list(self.label_metrics),
             "targets": [None if math.isnan(value) else value for value in self.targets.tolist()],
+            "rare_labels": self.rare_labels,
         }
 
     @classmethod
@@ -207,6 +215,7 @@ class ThresholdResult:
             objective_score=data.get("objective_score"),
             label_metrics=data.get("label_metrics"),
             targets=data.get("targets"),
+            rare_labels=data.get("rare_labels", "global"),
         )
 
 
@@ -501,6 +510,33 @@ def per_label_targets(
     return targets
 
 
+def shrink_thresholds(own: Any, positives: Any, fallback: float, strength: float) -> np.ndarray:
+    """Thresholds of labels with few positives, shrunk toward ``fallback``: ``(n * own + k * fallback) / (n + k)``.
+
+    ``n`` is each label's number of positives and ``k`` (``strength``) how many positives the fallback
+    is worth: a label with ``k`` positives lands halfway, one with a single positive stays close to the
+    fallback, and a label with no positive gets the fallback itself (its own threshold is meaningless).
+    This is the usual empirical-Bayes compromise for a per-group estimate from few observations;
+    `tune_thresholds` applies it with ``k = min_positives`` to the labels below ``min_positives``.
+
+    Example:
+        >>> shrink_thresholds([0.9, 0.2, 0.7], [1, 4, 0], fallback=0.4, strength=4).round(6).tolist()
+        [0.5, 0.3, 0.4]
+    """
+    own_values = np.asarray(own, dtype=np.float64)
+    counts = np.asarray(positives, dtype=np.float64)
+    if own_values.ndim != 1 or counts.shape != own_values.shape:
+        raise ValueError(f"own and positives must be 1-D of one length, got {own_values.shape} and {counts.shape}")
+    if (counts < 0).any():
+        raise ValueError("positives must be counts >= 0")
+    if not isinstance(strength, (int, float, np.integer, np.floating)) or not 0 < strength < math.inf:
+        raise ValueError(f"strength must be a finite number > 0, got {strength!r}")
+    has_positives = counts > 0
+    safe_own = np.where(has_positives, own_values, 0.0)
+    shrunk = (counts * safe_own + strength * float(fallback)) / (counts + strength)
+    return np.where(has_positives, shrunk, float(fallback))
+
+
 def tune_thresholds(
     y_true: Any,
     scores: Any,
@@ -514,6 +550,7 @@ def tune_thresholds(
     min_positives: int = 5,
     fallback: float | str = 0.5,
     max_rounds: int = 20,
+    rare_labels: str = "shrink",
 ) -> ThresholdResult:
     """One threshold per label by exact search: best F1 / F-beta, a precision or recall target, or jointly.
 
@@ -529,8 +566,12 @@ def tune_thresholds(
       cut (among its distinct scores) that maximises the objective with the others fixed, until a
       round changes nothing or ``max_rounds`` rounds. Every move raises the objective on the tuning
       data, so it never ends below its start. Labels with a target or a fallback are not moved.
-    Labels with fewer than ``min_positives`` positives get ``fallback``: a float, or "global" for
-    one micro-F1 threshold tuned over all labels (`tune_global_threshold`).
+    Labels with fewer than ``min_positives`` positives are too few to trust their own cut. The fallback is
+    ``fallback``: a float, or "global" for one micro-F1 threshold tuned over all labels
+    (`tune_global_threshold`). With ``rare_labels="shrink"`` (default) such a label with ``n`` positives
+    gets ``(n * own + k * fallback) / (n + k)``, ``own`` its threshold by the rules above and
+    ``k = min_positives`` (`shrink_thresholds`); with no positive it gets the fallback. With
+    ``rare_labels="global"`` every such label gets the fallback itself (the behaviour before "shrink").
 
     Example:
         >>> result = tune_thresholds([[1], [1], [0], [0]], [[0.9], [0.4], [0.6], [0.1]], min_positives=1,
@@ -546,6 +587,8 @@ def tune_thresholds(
         raise ValueError(f"metric='f1' means beta=1, got beta={beta}; use metric='fbeta'")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if rare_labels not in RARE_LABEL_RULES:
+        raise ValueError(f"rare_labels must be one of {RARE_LABEL_RULES}, got {rare_labels!r}")
     if objective != "macro_f1" and metric != "f1":
         raise ValueError(f"objective={objective!r} is an F1 metric tuned jointly; it needs metric='f1', not {metric!r}")
     single_targets = {
@@ -601,14 +644,19 @@ def tune_thresholds(
         metric_name, single_target = name, float(target)
     thresholds = _cut_thresholds(sorted_scores, cut)
 
-    fell_back = true_positives[-1] < min_positives
+    positives = true_positives[-1]
+    fell_back = positives < min_positives
     global_threshold = None
     if fell_back.any():
         if fallback == "global":
             global_threshold = tune_global_threshold(truth, values, "micro_f1")
-            thresholds = np.where(fell_back, global_threshold, thresholds)
+        fallback_threshold = global_threshold if fallback == "global" else float(fallback)
+        if rare_labels == "shrink":
+            rare = shrink_thresholds(thresholds[fell_back], positives[fell_back], fallback_threshold, min_positives)
+            thresholds = thresholds.copy()
+            thresholds[fell_back] = rare
         else:
-            thresholds = np.where(fell_back, float(fallback), thresholds)
+            thresholds = np.where(fell_back, fallback_threshold, thresholds)
         reached = reached | fell_back
 
     extra: dict[str, Any] = {"min_positives": int(min_positives), "fallback": fallback}
@@ -642,6 +690,7 @@ def tune_thresholds(
         objective_score=_objective_score(truth, predictions, objective),
         label_metrics=label_metrics.tolist(),
         targets=np.where(has_precision, precision_targets, recall_targets),
+        rare_labels=rare_labels,
     )
 
 
