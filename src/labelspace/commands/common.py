@@ -23,7 +23,7 @@ from labelspace.data import load
 from labelspace.data.label_cells import LABELS_FORMATS
 from labelspace.errors import LabelspaceError
 from labelspace.models import LabelspaceModel
-from labelspace.models.encoder import recover_folder, resolve_model_path
+from labelspace.models.encoder import LONG_TEXT_MODES, recover_folder, resolve_model_path
 from labelspace.models.model import CONFIG_FILE
 
 __all__ = [
@@ -39,9 +39,11 @@ __all__ = [
     "LabelsColumnOption",
     "LabelsFileOption",
     "LabelsFormatOption",
+    "LongTextOption",
     "QuietOption",
     "TextColumnOption",
     "UnknownLabelsOption",
+    "apply_long_text",
     "console",
     "data_options",
     "load_data",
@@ -91,6 +93,14 @@ LabelsFormatOption = Annotated[
 DelimiterOption = Annotated[str | None, typer.Option("--delimiter", help="Field separator of a CSV/TSV file.")]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+LongTextOption = Annotated[
+    str,
+    typer.Option(
+        "--long-text",
+        help="A text longer than the model's max_seq_length: truncate (default) or chunk (the mean of the "
+        "embeddings of overlapping windows).",
+    ),
+]
 UnknownLabelsOption = Annotated[
     str,
     typer.Option("--unknown-labels", help="Labels the model does not know: error (default) or ignore (drop, warn)."),
@@ -245,6 +255,16 @@ def load_embedding_model(run_or_model: str | os.PathLike[str]) -> tuple[Any, str
             raise missing from None
         return LabelspaceModel.from_pretrained(name), name
     return LabelspaceModel.from_pretrained(folder), str(folder)
+
+
+def apply_long_text(model: Any, mode: str) -> None:
+    """Make every `encode` of ``model`` treat long texts per ``--long-text`` (``truncate`` or ``chunk``).
+
+    Raises `CommandError` for another value.
+    """
+    if mode not in LONG_TEXT_MODES:
+        raise CommandError(f"--long-text: expected one of {', '.join(LONG_TEXT_MODES)}; got {mode!r}")
+    model.encoder.long_text = mode
 
 
 # ----------------------------------------------------------------------------- printing

@@ -29,9 +29,11 @@ from labelspace.commands.common import (
     LabelsColumnOption,
     LabelsFileOption,
     LabelsFormatOption,
+    LongTextOption,
     QuietOption,
     TextColumnOption,
     UnknownLabelsOption,
+    apply_long_text,
     console,
     data_options,
     load_dataset,
@@ -54,7 +56,7 @@ from labelspace.evaluation import tune_thresholds
 from labelspace.evaluation.model_metrics import evaluate_model
 from labelspace.evaluation.report import decision_report, write_report
 from labelspace.evaluation.retrieval import RELEVANCE, retrieval_metrics
-from labelspace.evaluation.thresholds import OBJECTIVES, per_label_targets
+from labelspace.evaluation.thresholds import OBJECTIVES, RARE_LABEL_RULES, per_label_targets
 from labelspace.files import atomic_write_text
 from labelspace.models import LabelspaceModel
 from labelspace.models.model import CONFIG_FILE, DECISION_RULES
@@ -361,6 +363,7 @@ def register(app: typer.Typer) -> None:
         retrieval: Annotated[
             bool, typer.Option("--retrieval", help="With a head: also the retrieval metrics of the embeddings.")
         ] = False,
+        long_text: LongTextOption = "truncate",
         quiet: QuietOption = False,
     ) -> None:
         """Score a model: a head on labelled data with its thresholds and decision rule (table, JSON, HTML report);
@@ -373,6 +376,7 @@ def register(app: typer.Typer) -> None:
         check_output_path(json_path, "--json", inputs)
         check_output_path(report, "--report", inputs)
         model, folder = load_embedding_model(run)
+        apply_long_text(model, long_text)
         options = data_options(file_format, text_column, labels_column, labels_file, labels_format)
         if model.head is None or kind in ("pairs", "triplets"):
             if report is not None:
@@ -411,7 +415,10 @@ def register(app: typer.Typer) -> None:
             header["top_k"] = model.top_k
         result = {**header, **metrics}
         rule = model.decision_rule + (f" (k={model.top_k})" if model.decision_rule == "top_k" else "")
-        console.print(metrics_table({data.name: metrics}, f"{len(dataset)} texts, rule {rule}"))
+        table = metrics_table({data.name: metrics}, f"{len(dataset)} texts, rule {rule}")
+        rare_f1 = metrics.get("macro_f1_rarest_quarter")  # rarest by support in this data
+        table.add_row("macro_f1_rarest_quarter", "-" if rare_f1 is None else f"{rare_f1:.4f}")
+        console.print(table)
         console.print(_per_label_table(metrics, "per label"))
         if retrieval:
             found = retrieval_metrics(embeddings, y_true, relevance=relevance)
@@ -441,11 +448,19 @@ def register(app: typer.Typer) -> None:
         metric: Annotated[str, typer.Option("--metric", help="f1 or fbeta (with --beta).")] = "f1",
         beta: Annotated[float, typer.Option("--beta", help="Beta of F-beta (< 1 favours precision).")] = 1.0,
         min_positives: Annotated[
-            int, typer.Option("--min-positives", min=0, help="Labels with fewer positives get --fallback.")
+            int, typer.Option("--min-positives", min=0, help="Labels with fewer positives follow --rare-labels.")
         ] = 5,
         fallback: Annotated[
             str, typer.Option("--fallback", help="Threshold for rare labels: a number, or 'global' (one tuned cut).")
         ] = "global",
+        rare_labels: Annotated[
+            str,
+            typer.Option(
+                "--rare-labels",
+                help="Labels below --min-positives: shrink (own cut shrunk toward --fallback by their positives) "
+                "or global (--fallback itself).",
+            ),
+        ] = "shrink",
         rule: Annotated[
             str | None,
             typer.Option("--rule", help="threshold, at_least_one or top_k (default: keep the model's)."),
@@ -490,6 +505,8 @@ def register(app: typer.Typer) -> None:
             raise CommandError(f"--rule: expected one of {', '.join(DECISION_RULES)}; got {rule!r}")
         if objective not in OBJECTIVES:
             raise CommandError(f"--objective: expected one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if rare_labels not in RARE_LABEL_RULES:
+            raise CommandError(f"--rare-labels: expected one of {', '.join(RARE_LABEL_RULES)}; got {rare_labels!r}")
         precision_target = _target_option(target_precision, "--target-precision")
         recall_target = _target_option(target_recall, "--target-recall")
         model, folder = _load_model(run)
@@ -522,6 +539,7 @@ def register(app: typer.Typer) -> None:
             objective=objective,
             min_positives=min_positives,
             fallback=fallback_value,
+            rare_labels=rare_labels,
         )
         model.set_thresholds(tuned.thresholds)
         if rule is not None or top_k is not None:
@@ -537,7 +555,8 @@ def register(app: typer.Typer) -> None:
         _save_model_config(model, folder)
         console.print(metrics_table({"before": before, "after": after}, f"{data} ({len(dataset)} texts)"))
         fell_back = int(tuned.fell_back.sum())
-        note = f"; {fell_back} label(s) with fewer than {min_positives} positives got the fallback" if fell_back else ""
+        got = "the fallback" if rare_labels == "global" else "a threshold shrunk toward the fallback"
+        note = f"; {fell_back} label(s) with fewer than {min_positives} positives got {got}" if fell_back else ""
         console.print(
             f"wrote {len(names)} thresholds (decision rule {model.decision_rule}) to {folder}{note}",
             soft_wrap=True,
@@ -587,6 +606,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--allow-empty", help="Keep empty or blank texts (they get no labels) instead of stopping."),
         ] = False,
+        long_text: LongTextOption = "truncate",
         quiet: QuietOption = False,
     ) -> None:
         """Label texts with the saved thresholds and decision rule; one JSON object a line: text, labels, scores."""
@@ -605,6 +625,7 @@ def register(app: typer.Typer) -> None:
         if not items:
             raise CommandError(f"{input_path}: no texts to predict (give texts or --input FILE)")
         model, _ = _load_model(run)
+        apply_long_text(model, long_text)
         names = model.label_set.names
         filled = [text for text in items if text.strip()]
         progress = input_path is not None and not quiet

@@ -27,9 +27,11 @@ from torch import nn
 from labelspace.files import HOST_TAG, hidden_copy_prefix, set_default_modes
 from labelspace.models.folder_io import check_encoder_weights, read_json
 
-__all__ = ["POOLING_MODES", "Encoder", "resolve_model_path"]
+__all__ = ["LONG_TEXT_MODES", "POOLING_MODES", "Encoder", "resolve_model_path"]
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "last_token")
+#: How `Encoder.encode` embeds a text longer than ``max_seq_length``: cut it there, or average overlapping chunks.
+LONG_TEXT_MODES: tuple[str, ...] = ("truncate", "chunk")
 
 #: sentence-transformers' pooling_mode_* flag for each of our pooling modes.
 _POOLING_FLAGS: dict[str, str] = {
@@ -53,6 +55,10 @@ _ST_MODE_NAMES: dict[str, str] = {"cls": "cls", "mean": "mean", "max": "max", "l
 _MAX_DEFAULT_SEQ_LENGTH = 512
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _PROGRESS_MIN_BATCHES = 4
+#: `Encoder.suggest_max_seq_length` counts the tokens of at most this many texts (a seeded sample).
+_LENGTH_SAMPLE_SIZE = 10_000
+#: A tokenizer's ``model_max_length`` at or above this means "not set" (transformers writes int(1e30)).
+_UNSET_TOKENIZER_LIMIT = 10**9
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str | Path:
@@ -411,7 +417,11 @@ class Encoder(nn.Module):
         pooling: ``"mean"`` (over real tokens), ``"cls"`` (first token), ``"max"`` (over real tokens) or
             ``"last_token"`` (last real token).
         normalize: L2-normalise the pooled embeddings.
-        max_seq_length: longest input in tokens; longer texts are truncated.
+        max_seq_length: longest input in tokens; longer texts are truncated (`encode` can instead average
+            overlapping chunks: ``long_text="chunk"``; `suggest_max_seq_length` picks a value from the data).
+
+    ``long_text`` and ``chunk_overlap`` (attributes, not saved) are what `encode` does with a longer text when
+    its call does not say: ``"truncate"`` (default) or ``"chunk"``. Training always truncates.
 
     Example:
         >>> from labelspace.models.encoder import Encoder
@@ -444,6 +454,8 @@ class Encoder(nn.Module):
         if int(max_seq_length) < 1:
             raise ValueError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
         self.max_seq_length = int(max_seq_length)
+        self.long_text = "truncate"
+        self.chunk_overlap: int | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -504,6 +516,20 @@ class Encoder(nn.Module):
         return limit
 
     # ------------------------------------------------------------------ properties
+    @property
+    def length_limit(self) -> int:
+        """The longest input this encoder is set up for: the smallest of ``max_seq_length`` (as configured,
+        e.g. by the folder's ``sentence_bert_config.json``), the tokenizer's ``model_max_length`` and the
+        model's position embeddings (either left out when unset)."""
+        limits = [self.max_seq_length]
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _UNSET_TOKENIZER_LIMIT:
+            limits.append(tokenizer_limit)
+        positions = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            limits.append(positions)
+        return min(limits)
+
     @property
     def dimension(self) -> int:
         """Size of the embeddings."""
@@ -595,17 +621,46 @@ class Encoder(nn.Module):
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         convert_to_numpy: bool = True,
+        *,
+        long_text: str | None = None,
+        chunk_overlap: int | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts in eval mode under ``torch.inference_mode``; returns ``N x d`` float32 (``d`` for one str).
 
-        Texts are batched by length for speed; the output keeps the input order.
+        Texts are batched by length for speed; the output keeps the input order. A text longer than
+        ``max_seq_length`` tokens is cut there (``long_text="truncate"``), or with ``long_text="chunk"``
+        embedded as the mean of the embeddings of overlapping windows of ``max_seq_length`` tokens (special
+        tokens included), consecutive windows sharing ``chunk_overlap`` tokens (default a quarter of a
+        window), then L2-normalised when the encoder normalises; a text that fits is one window, embedded as
+        with truncation. The windows of all texts are batched together by length. ``None`` takes the
+        encoder's ``long_text`` / ``chunk_overlap`` attributes.
+
+        Example:
+            >>> import tempfile
+            >>> from labelspace.models.testing import tiny_model_folder
+            >>> encoder = Encoder.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), max_seq_length=16)
+            >>> long = " ".join(["word"] * 40)
+            >>> truncated, chunked = encoder.encode([long]), encoder.encode([long], long_text="chunk")
+            >>> chunked.shape, bool(np.allclose(truncated, chunked, atol=1e-4))
+            ((1, 32), False)
         """
         single = isinstance(texts, str)
         items = [texts] if single else [str(text) for text in texts]
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
-        n_batches = (len(items) + batch_size - 1) // batch_size
+        mode = self.long_text if long_text is None else long_text
+        if mode not in LONG_TEXT_MODES:
+            raise ValueError(f"long_text must be one of {', '.join(LONG_TEXT_MODES)}, got {mode!r}")
+        if mode == "chunk":
+            batches, order, owners = self._chunk_batches(
+                items, batch_size, self.chunk_overlap if chunk_overlap is None else chunk_overlap
+            )
+        else:
+            order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+            starts = range(0, len(items), batch_size)
+            batches = (self.tokenize([items[i] for i in order[start : start + batch_size]]) for start in starts)
+            owners = None
+        n_batches = (len(order) + batch_size - 1) // batch_size
         if show_progress_bar is None:
             show_progress_bar = n_batches > _PROGRESS_MIN_BATCHES
         chunks: list[torch.Tensor] = []
@@ -615,10 +670,10 @@ class Encoder(nn.Module):
             from tqdm.auto import tqdm
 
             with torch.inference_mode():
-                starts = range(0, len(items), batch_size)
-                for start in tqdm(starts, desc="Encoding", unit="batch", disable=not show_progress_bar):
-                    batch = [items[i] for i in order[start : start + batch_size]]
-                    features = {key: value.to(self.device) for key, value in self.tokenize(batch).items()}
+                for features in tqdm(
+                    batches, total=n_batches, desc="Encoding", unit="batch", disable=not show_progress_bar
+                ):
+                    features = {key: value.to(self.device) for key, value in features.items()}
                     chunks.append(self(features).float().cpu())
         finally:
             self.train(was_training)
@@ -628,11 +683,101 @@ class Encoder(nn.Module):
             embeddings[torch.tensor(order, dtype=torch.long)] = sorted_embeddings
         else:
             embeddings = torch.zeros((0, self.dimension), dtype=torch.float32)
+        if owners is not None and len(items):  # chunk embeddings -> the mean per text (then normalised)
+            sums = torch.zeros((len(items), embeddings.shape[1]), dtype=embeddings.dtype)
+            sums.index_add_(0, owners, embeddings)
+            embeddings = sums / torch.bincount(owners, minlength=len(items)).unsqueeze(1).to(sums.dtype)
+            if self.normalize:
+                embeddings = F.normalize(embeddings, p=2, dim=1)
         if single:
             embeddings = embeddings[0]
         if convert_to_numpy:
             return embeddings.numpy().astype(np.float32, copy=False)
         return embeddings
+
+    def _chunk_batches(
+        self, items: list[str], batch_size: int, chunk_overlap: int | None
+    ) -> tuple[Iterable[dict[str, torch.Tensor]], list[int], torch.Tensor]:
+        """The overlapping windows of ``items`` as padded batches (longest first), their order, their text of origin.
+
+        The tokenizer cuts the windows itself (``return_overflowing_tokens`` with ``stride`` = the overlap),
+        so each window carries the model's special tokens.
+        """
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"long_text='chunk' needs a fast tokenizer; {type(self.tokenizer).__name__} is not one")
+        window = self.max_seq_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        if window < 1:
+            raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text between special tokens")
+        overlap = window // 4 if chunk_overlap is None else chunk_overlap
+        if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < window:
+            raise ValueError(
+                f"chunk_overlap must be an integer from 0 to {window - 1} (a window holds {window} text tokens "
+                f"at max_seq_length {self.max_seq_length}), got {chunk_overlap!r}"
+            )
+        if not items:
+            return iter(()), [], torch.zeros(0, dtype=torch.long)
+        encoded = self.tokenizer(
+            items,
+            truncation=True,
+            max_length=self.max_seq_length,
+            stride=overlap,
+            return_overflowing_tokens=True,
+            padding=False,
+        )
+        keys = [key for key in _MODEL_INPUTS if key in encoded]
+        owners = torch.as_tensor(encoded["overflow_to_sample_mapping"], dtype=torch.long)
+        lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(owners))
+        order = np.argsort(-lengths, kind="stable").tolist()
+
+        def batches() -> Iterable[dict[str, torch.Tensor]]:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                part = {key: [encoded[key][row] for row in rows] for key in keys}
+                padded = self.tokenizer.pad(part, padding=True, return_tensors="pt")
+                yield {key: padded[key] for key in keys}
+
+        return batches(), order, owners
+
+    def suggest_max_seq_length(
+        self,
+        texts: Sequence[str],
+        percentile: float = 95.0,
+        *,
+        multiple: int = 8,
+        sample_size: int = _LENGTH_SAMPLE_SIZE,
+        seed: int = 0,
+    ) -> int:
+        """A ``max_seq_length`` that fits ``percentile`` % of ``texts``, for training on them.
+
+        The tokens (special tokens included) of at most ``sample_size`` texts (a sample drawn with ``seed``)
+        are counted in one tokenizer call; their ``percentile``-th percentile (the count of a sampled text,
+        ``numpy.percentile(..., method="higher")``) is rounded up to a multiple of ``multiple`` and capped at
+        `length_limit`. Longer texts are truncated by training, so this trades the longest ~5 % of inputs
+        for shorter, faster batches.
+
+        Example:
+            >>> import tempfile
+            >>> from labelspace.models.testing import tiny_model_folder
+            >>> encoder = Encoder.from_pretrained(tiny_model_folder(tempfile.mkdtemp()))
+            >>> encoder.suggest_max_seq_length(["a short text", "four words of text"] * 10), encoder.length_limit
+            (8, 128)
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise ValueError("suggest_max_seq_length needs at least one text to measure")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+        if multiple < 1 or sample_size < 1:
+            raise ValueError(f"multiple and sample_size must be positive integers, got {multiple!r}, {sample_size!r}")
+        items = [str(text) for text in texts]
+        if len(items) > sample_size:
+            rows = np.sort(np.random.default_rng(seed).choice(len(items), size=sample_size, replace=False))
+            items = [items[row] for row in rows.tolist()]
+        ids = self.tokenizer(items, truncation=False, verbose=False, return_attention_mask=False)["input_ids"]
+        counts = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+        length = int(np.percentile(counts, percentile, method="higher"))
+        return max(1, min(-(-length // multiple) * multiple, self.length_limit))
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

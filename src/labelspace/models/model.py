@@ -155,6 +155,9 @@ class LabelspaceModel(nn.Module):
             self.set_thresholds(thresholds)
         self.set_decision_rule(decision_rule or default_decision_rule(head), top_k)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        #: Whether the head holds trained weights (loaded from a saved folder, or after `Trainer.train`);
+        #: a fresh head is False, which lets training start it from a linear probe.
+        self.head_is_trained = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -230,7 +233,9 @@ class LabelspaceModel(nn.Module):
                     f"{head_config}: the head expects {head.input_dim}-d embeddings, but the encoder in {path} "
                     f"gives {encoder.dimension}-d ones"
                 )
-        return cls(encoder, head, label_set, **options)
+        model = cls(encoder, head, label_set, **options)
+        model.head_is_trained = head is not None
+        return model
 
     # ------------------------------------------------------------------ properties
     @property
@@ -289,10 +294,23 @@ class LabelspaceModel(nn.Module):
         return self.encoder(features)
 
     def encode(
-        self, texts: str | Iterable[str], batch_size: int = 32, show_progress_bar: bool | None = None
+        self,
+        texts: str | Iterable[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        *,
+        long_text: str | None = None,
+        chunk_overlap: int | None = None,
     ) -> np.ndarray:
-        """Embed texts (``N x d`` float32; ``d`` for a single string)."""
-        return self.encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        """Embed texts (``N x d`` float32; ``d`` for a single string); ``long_text`` / ``chunk_overlap`` as in
+        `Encoder.encode` (``"chunk"``: a long text is the mean of its overlapping windows)."""
+        return self.encoder.encode(
+            texts,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            long_text=long_text,
+            chunk_overlap=chunk_overlap,
+        )
 
     def _require_head(self) -> ClassificationHead:
         if self.head is None:
@@ -300,9 +318,16 @@ class LabelspaceModel(nn.Module):
         return self.head
 
     def predict_proba(
-        self, texts: str | Iterable[str], batch_size: int = 32, show_progress_bar: bool | None = None
+        self,
+        texts: str | Iterable[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        *,
+        long_text: str | None = None,
+        chunk_overlap: int | None = None,
     ) -> np.ndarray:
-        """Per-label probabilities, ``N x L`` float32 (sigmoid for multi-label heads)."""
+        """Per-label probabilities, ``N x L`` float32 (sigmoid for multi-label heads), of the embeddings
+        `encode` gives (``long_text`` / ``chunk_overlap`` as there)."""
         head = self._require_head()
         single = isinstance(texts, str)
         embeddings = self.encoder.encode(
@@ -310,6 +335,8 @@ class LabelspaceModel(nn.Module):
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             convert_to_numpy=False,
+            long_text=long_text,
+            chunk_overlap=chunk_overlap,
         )
         was_training = head.training
         head.eval()
@@ -326,10 +353,13 @@ class LabelspaceModel(nn.Module):
         k = max(1, min(self.top_k, probabilities.shape[1]))
         return apply_decision_rule(probabilities, self.thresholds, rule=self.decision_rule, k=k)
 
-    def predict(self, texts: str | Iterable[str], batch_size: int = 32) -> list[list[str]]:
-        """The label names predicted for each text."""
+    def predict(
+        self, texts: str | Iterable[str], batch_size: int = 32, *, long_text: str | None = None
+    ) -> list[list[str]]:
+        """The label names predicted for each text (``long_text`` as in `encode`)."""
         single = isinstance(texts, str)
-        probabilities = np.atleast_2d(self.predict_proba([texts] if single else list(texts), batch_size=batch_size))
+        texts = [texts] if single else list(texts)
+        probabilities = np.atleast_2d(self.predict_proba(texts, batch_size=batch_size, long_text=long_text))
         chosen = self.decide(probabilities)
         names = np.asarray(self.label_set.names if self.label_set else [], dtype=object)
         # Labels in descending probability order within each text.
