@@ -15,7 +15,12 @@ The recommended recipe for multi-label classification (what ``labelspace train -
   helps rare labels and makes the embeddings useful for kNN and retrieval too.
 - ``learning_rate: 1e-4`` for the encoder, ``head_learning_rate: 2e-2`` for the fresh head (a linear
   head on L2-normalised embeddings needs large weights, so it learns much faster than the encoder), linear
-  decay with 10% warmup, ``batch_size: 32``, ``max_seq_length: 128``, ``epochs: 3``.
+  decay with 10% warmup, ``batch_size: 32``, ``max_seq_length: 128``, ``epochs: 3``. ``labelspace train``
+  fits the epochs, learning rates, warmup and early stopping it is not given to the size of the
+  training set (`fit_to_data`: small sets get more epochs at a smaller encoder rate, and early stopping
+  on the dev objective).
+- the ``bce`` head loss gets ``pos_weight="auto"`` (negatives / positives per label) when the training
+  labels are skewed (`labels_are_skewed`) and no ``pos_weight`` is given.
 - thresholds tuned per label on the dev set for F1 after training (labels with fewer than 5 dev
   positives keep a global threshold tuned for micro-F1), decision rule ``at_least_one``.
 
@@ -59,8 +64,9 @@ from labelspace.data import LabeledDataset
 from labelspace.data.convert import labeled_to_anchor_positive, labeled_to_pairs, labeled_to_triplets
 from labelspace.evaluation.thresholds import OBJECTIVES
 from labelspace.files import read_text
+from labelspace.losses.head.bce import positive_counts
 from labelspace.objectives import CombinedLoss
-from labelspace.training.arguments import default_values, head_learning_rate_for
+from labelspace.training.arguments import default_values, fit_to_data_size, head_learning_rate_for
 
 __all__ = [
     "ALL_LOSSES",
@@ -69,8 +75,12 @@ __all__ = [
     "METRIC_LOSSES",
     "RECOMMENDED",
     "TEXT_LOSSES",
+    "DATA_SIZE_SETTINGS",
+    "SKEWED_LABEL_RATIO",
     "TrainConfig",
     "build_losses",
+    "fit_to_data",
+    "labels_are_skewed",
     "parse_loss_spec",
     "parse_loss_terms",
 ]
@@ -131,6 +141,49 @@ RECOMMENDED: dict[str, Any] = {
     "pair_score": "binary",
     "unknown_labels": "error",
 }
+
+
+#: The `TrainConfig` settings `fit_to_data` chooses from the data size when the user gives none of them.
+DATA_SIZE_SETTINGS: tuple[str, ...] = (
+    "epochs",
+    "learning_rate",
+    "head_learning_rate",
+    "warmup_ratio",
+    "early_stopping_patience",
+)
+#: Training labels are skewed when the most frequent label has more than this many times the positives of the
+#: rarest (labels without positives left out); the ``bce`` head loss then gets ``pos_weight="auto"`` by default.
+SKEWED_LABEL_RATIO = 3.0
+
+
+def fit_to_data(
+    num_texts: int, num_labels: int, *, batch_size: int | None = None, has_dev: bool = True
+) -> dict[str, Any]:
+    """`DATA_SIZE_SETTINGS` for a training set of ``num_texts`` texts and ``num_labels`` labels, as `TrainConfig`
+    values: the rule of `labelspace.training.arguments.fit_to_data_size`, which ``labelspace train`` applies
+    to each of these settings given neither as a flag nor in the config file.
+
+    Example:
+        >>> fitted = fit_to_data(480, 12)
+        >>> fitted["epochs"], fitted["learning_rate"], fitted["early_stopping_patience"]
+        (10, 2.8e-05, 2)
+    """
+    fitted = fit_to_data_size(num_texts, num_labels, batch_size=batch_size, has_dev=has_dev)
+    fitted["epochs"] = fitted.pop("num_epochs")
+    return {key: fitted[key] for key in DATA_SIZE_SETTINGS}
+
+
+def labels_are_skewed(labels: Any) -> bool:
+    """Whether training labels (a `LabelMatrix` or dense 0/1 array) are skewed (`SKEWED_LABEL_RATIO`).
+
+    Example:
+        >>> import numpy as np
+        >>> labels_are_skewed(np.array([[1, 0]] * 4 + [[0, 1]])), labels_are_skewed(np.array([[1, 0]] * 3 + [[0, 1]]))
+        (True, False)
+    """
+    counts, _ = positive_counts(labels)
+    present = counts[counts > 0]
+    return bool(present.size) and float(present.max()) > SKEWED_LABEL_RATIO * float(present.min())
 
 
 @dataclass
@@ -387,7 +440,7 @@ def _build_loss(name: str, args: dict[str, Any], train: Any, guide: Any) -> Any:
             _construct(miners.MultiSimilarityMiner, miner_args, name),
         )
     if name in ("bce", "bce_balanced"):
-        if name == "bce_balanced":
+        if name == "bce_balanced" or ("pos_weight" not in args and labels_are_skewed(train.labels)):
             args.setdefault("pos_weight", "auto")
         if isinstance(args.get("pos_weight"), (int, float)) and not isinstance(args["pos_weight"], bool):
             args["pos_weight"] = float(args["pos_weight"])

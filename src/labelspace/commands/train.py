@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from labelspace import parallel as distributed
 from labelspace.commands.common import console, load_dataset, metrics_table, warn_dropped_labels
-from labelspace.data import LabeledDataset
+from labelspace.data import LabeledDataset, PairDataset
 from labelspace.errors import RunInterrupted
+from labelspace.files import read_text
 from labelspace.models import LabelspaceModel
 from labelspace.models.encoder import recover_folder
-from labelspace.recipes import GUIDED_LOSSES, RECOMMENDED, TrainConfig, build_losses, head_kind_for, parse_loss_terms
+from labelspace.recipes import (
+    DATA_SIZE_SETTINGS,
+    GUIDED_LOSSES,
+    RECOMMENDED,
+    TrainConfig,
+    build_losses,
+    fit_to_data,
+    head_kind_for,
+    parse_loss_terms,
+)
 from labelspace.training import Trainer, TrainingArguments
+from labelspace.training.arguments import default_values
 
 TRAIN_EPILOG = (
     "Example: labelspace train --train train.tsv --dev dev.tsv --out runs/x   (the recommended recipe)\n\n"
@@ -66,8 +79,19 @@ def run_training(
     overwrite: bool = False,
     show_progress: bool = True,
     print_table: bool = True,
+    max_seq_length_from_data: bool = False,
+    fitted_settings: Collection[str] = (),
 ) -> dict[str, Any]:
     """Train per ``config``: returns the run summary (paths, dev metrics before/after threshold tuning).
+
+    With ``max_seq_length_from_data`` (``labelspace train`` without ``--max-seq-length``, in flags or
+    config file), ``config.max_seq_length`` is replaced by `Encoder.suggest_max_seq_length` of the training
+    texts (their 95th percentile token count, up to the model's limit), which is printed and saved in
+    ``config.yaml``.
+
+    ``fitted_settings`` (of `DATA_SIZE_SETTINGS`: ``labelspace train`` passes those given neither as a flag
+    nor in the config file) are replaced by `labelspace.recipes.fit_to_data` of labeled training data
+    (epochs, learning rates, warmup and early stopping scaled to its size), printed and saved in ``config.yaml``.
 
     Everything that can be checked before training is: the data, the settings, and whether each loss
     can learn from the data it gets; a mismatch is an error before the run folder is written. The
@@ -94,6 +118,8 @@ def run_training(
     if dev is not None and labeled and isinstance(dev, LabeledDataset):
         dev, dropped = dev.with_label_set(train.label_set, unknown_labels=config.unknown_labels, where=str(config.dev))
         warn_dropped_labels(str(config.dev), dropped, "the training data")
+    if fitted_settings and labeled:
+        config = fit_settings_to_data(config, train, has_dev=dev is not None, settings=fitted_settings)
     training_options = dict(config.training)
     own_keys = {"output_dir", "show_progress_bar", "tune_thresholds", "decision_rule", "min_positives"}
     known = {field.name for field in dataclasses.fields(TrainingArguments)} - own_keys - {"threshold_objective"}
@@ -139,9 +165,13 @@ def run_training(
         head_kind=head_kind or "multi_label",
         pooling=config.pooling,
         normalize=config.normalize,
-        max_seq_length=config.max_seq_length,
+        max_seq_length=None if max_seq_length_from_data else config.max_seq_length,
         seed=config.seed,
     )
+    if max_seq_length_from_data:
+        config = max_seq_length_for(model, train, config)
+        if guide is not None:
+            guide.encoder.max_seq_length = config.max_seq_length
     if head_kind == "single_label":
         model.set_decision_rule("top_k", top_k=1)  # one label per text: the argmax
     trainer = Trainer(model, datasets, losses, eval_dataset=dev, args=args)
@@ -173,8 +203,51 @@ def run_training(
             console.print(metrics_table(output.reports, f"dev metrics ({config.dev})"))
     elif output.metrics:
         summary["dev"] = {"final": output.metrics}
+    if output.selection is not None:  # the fine-tuned model against the frozen baseline, on dev
+        summary["selection"] = output.selection
+        console.print(f"shipped: {output.selection['shipped']} ({output.selection['reason']})")
     console.print(f"model saved to {output.model_path}")
     return summary
+
+
+def training_texts(dataset: Any) -> list[str]:
+    """Every text a training set feeds the encoder: labeled texts, both sides of pairs, triplet members."""
+    if isinstance(dataset, LabeledDataset):
+        return list(dataset.texts)
+    if isinstance(dataset, PairDataset):
+        return [*dataset.text1, *dataset.text2]
+    negatives = [text for index in range(len(dataset)) for text in dataset.negatives_of(index)]
+    return [*dataset.anchors, *dataset.positives, *negatives]
+
+
+def max_seq_length_for(model: LabelspaceModel, train: Any, config: TrainConfig) -> TrainConfig:
+    """``config`` with the max_seq_length that fits 95 % of ``train``'s texts (set on ``model`` too), printed."""
+    limit = model.encoder.length_limit
+    chosen = model.encoder.suggest_max_seq_length(training_texts(train), percentile=95, seed=config.seed)
+    model.encoder.max_seq_length = chosen
+    if distributed.is_main_process():
+        console.print(
+            f"max_seq_length {chosen} (95th percentile of train token counts; model limit {limit})", highlight=False
+        )
+    return config.updated(max_seq_length=chosen)
+
+
+def fit_settings_to_data(
+    config: TrainConfig, train: LabeledDataset, *, has_dev: bool, settings: Collection[str]
+) -> TrainConfig:
+    """``config`` with ``settings`` chosen by `fit_to_data` for ``train``'s size (printed)."""
+    fitted = fit_to_data(len(train), len(train.label_set), batch_size=config.batch_size, has_dev=has_dev)
+    chosen = {key: fitted[key] for key in DATA_SIZE_SETTINGS if key in settings}
+    if distributed.is_main_process():
+        values = ", ".join(f"{key} {value}" for key, value in chosen.items())
+        console.print(f"fitted to {len(train)} texts, {len(train.label_set)} labels: {values}", highlight=False)
+    return dataclasses.replace(config, **chosen)
+
+
+def config_file_sets(path: Path, key: str) -> bool:
+    """Whether the YAML settings file ``path`` (already read by `TrainConfig.from_yaml`) gives ``key``."""
+    content = yaml.safe_load(read_text(path, expected="YAML settings")) or {}
+    return key in {str(name).replace("-", "_") for name in content}
 
 
 def head_loss_flags(config: TrainConfig, label_smoothing: float | None, pos_weight: str | None) -> dict[str, Any]:
@@ -251,7 +324,9 @@ def register(app: typer.Typer) -> None:
         max_seq_length: Annotated[
             int | None,
             typer.Option(
-                "--max-seq-length", help=f"Longest input in tokens (default {RECOMMENDED['max_seq_length']})."
+                "--max-seq-length",
+                help="Longest input in tokens (default: the 95th percentile of the train texts' token counts, "
+                "rounded up to a multiple of 8, up to the model's limit).",
             ),
         ] = None,
         seed: Annotated[
@@ -321,6 +396,22 @@ def register(app: typer.Typer) -> None:
                 "or samples_jaccard (jointly).",
             ),
         ] = None,
+        head_init: Annotated[
+            str | None,
+            typer.Option(
+                "--head-init",
+                help="How the head starts: probe (logistic regression on the frozen embeddings) or random "
+                f"(default {default_values()['head_init']}).",
+            ),
+        ] = None,
+        baseline_candidate: Annotated[
+            bool | None,
+            typer.Option(
+                "--baseline-candidate/--no-baseline-candidate",
+                help="Ship the frozen baseline (encoder as loaded + linear probe) when it beats the fine-tuned "
+                "model on dev (default: yes).",
+            ),
+        ] = None,
         text_column: Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")] = None,
         labels_column: Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")] = None,
         labels_file: Annotated[
@@ -370,4 +461,30 @@ def register(app: typer.Typer) -> None:
             objective=objective,
         )
         config = config.updated(loss_args=head_loss_flags(config, label_smoothing, pos_weight))
-        run_training(config, resume=resume, overwrite=overwrite, show_progress=not quiet)
+        if baseline_candidate is None and "baseline_candidate" not in config.training:
+            baseline_candidate = True  # on for `labelspace train` (the library default is off, like threshold tuning)
+        training_flags = {"head_init": head_init, "baseline_candidate": baseline_candidate}
+        config = config.updated(
+            training={**config.training, **{key: value for key, value in training_flags.items() if value is not None}}
+        )
+        in_file = config_file is not None and config_file_sets(config_file, "max_seq_length")
+        from_data = max_seq_length is None and not in_file  # neither flag nor config file: from the data
+        flag_values = {
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "head_learning_rate": head_learning_rate,
+            "early_stopping_patience": early_stopping,
+        }
+        fitted = [
+            key
+            for key in DATA_SIZE_SETTINGS
+            if flag_values.get(key) is None and (config_file is None or not config_file_sets(config_file, key))
+        ]
+        run_training(
+            config,
+            resume=resume,
+            overwrite=overwrite,
+            show_progress=not quiet,
+            max_seq_length_from_data=from_data,
+            fitted_settings=fitted,
+        )

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
@@ -24,11 +25,15 @@ from labelspace.samplers.names import MULTI_DATASET_SAMPLING, check_sampler_choi
 
 __all__ = [
     "DEFAULT_PER_LABEL",
+    "HEAD_INITS",
     "HEAD_LEARNING_RATE_FACTOR",
     "MIXED_PRECISION",
+    "PROBE_C",
+    "PROBE_MAX_ITER",
     "SCHEDULERS",
     "TrainingArguments",
     "default_values",
+    "fit_to_data_size",
     "head_learning_rate_for",
 ]
 
@@ -37,6 +42,12 @@ DEFAULT_PER_LABEL = 4  # K of sampler="pk" when per_label is not given
 HEAD_LEARNING_RATE_FACTOR = 200
 SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
+#: How a fresh run's classification head starts: the linear probe on frozen embeddings, or at random.
+HEAD_INITS: tuple[str, ...] = ("probe", "random")
+#: ``max_iter`` of the linear probe's ``LogisticRegression`` (its ``C`` is ``TrainingArguments.probe_c``).
+PROBE_MAX_ITER = 1000
+#: The linear probe's default inverse regularisation strength, scikit-learn's ``C``.
+PROBE_C = 10.0
 
 
 def _check(condition: bool, message: str) -> None:
@@ -85,6 +96,16 @@ class TrainingArguments:
         multi_dataset_sampling: with several datasets, ``"proportional"`` (each dataset's batches
             once per epoch, interleaved at random) or ``"round_robin"`` (one batch of each in turn,
             until the smallest runs out).
+        head_init: how the classification head of a fresh run starts (not on resume): ``"probe"`` (fitted
+            by logistic regression on the frozen embeddings of the labeled training data,
+            `labelspace.training.probe`) or ``"random"`` (the head's own initialisation).
+        probe_c: ``C`` of the linear probe's ``LogisticRegression(C=probe_c, max_iter=PROBE_MAX_ITER)``.
+        baseline_candidate: with a head, labeled train and eval data, also evaluate the frozen baseline
+            (the untrained encoder with the linear-probe head, thresholds tuned like the fine-tuned
+            model's) on the eval set at the start, and ship it instead of the fine-tuned model when it
+            scores strictly better on ``eval_metric``; ``metrics.json`` says which shipped and why.
+            Costs one CPU copy of the starting weights while training. Off by default here (a library
+            user's model is not silently swapped for its starting weights); `labelspace train` turns it on.
         eval_steps: evaluate every this many steps (None: at the end of each epoch).
         eval_metric: the metric that picks the best model (default: ``macro_f1`` for a model with a
             head, ``map_at_r`` for labeled data without one, ``spearman`` for pairs,
@@ -132,6 +153,9 @@ class TrainingArguments:
     labels_per_batch: int | None = None
     per_label: int | None = None
     multi_dataset_sampling: str = "proportional"
+    head_init: str = "probe"
+    probe_c: float = PROBE_C
+    baseline_candidate: bool = False
     eval_steps: int | None = None
     eval_metric: str | None = None
     greater_is_better: bool | None = None
@@ -219,6 +243,17 @@ class TrainingArguments:
             self.threshold_objective in OBJECTIVES,
             f"threshold_objective must be one of {', '.join(OBJECTIVES)}, got {self.threshold_objective!r}",
         )
+        _check(
+            self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
+        )
+        _check(
+            isinstance(self.probe_c, (int, float)) and not isinstance(self.probe_c, bool) and self.probe_c > 0,
+            f"probe_c must be a number > 0, got {self.probe_c!r}",
+        )
+        _check(
+            isinstance(self.baseline_candidate, bool),
+            f"baseline_candidate must be true or false, got {self.baseline_candidate!r}",
+        )
         _check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
 
     def head_lr(self) -> float:
@@ -264,3 +299,66 @@ def default_values() -> dict[str, Any]:
         (3, 0.0001, 'random')
     """
     return {item.name: item.default for item in fields(TrainingArguments) if item.default is not MISSING}
+
+
+#: `fit_to_data_size`: a small training set gets enough epochs for at least this many optimizer steps...
+FITTED_MIN_STEPS = 150
+#: ...but never more than this many epochs.
+FITTED_MAX_EPOCHS = 10
+#: Training texts per label from which the encoder gets the full default learning rate (fewer: scaled down).
+FITTED_FULL_RATE_TEXTS_PER_LABEL = 500
+#: Evaluations without improvement on the dev objective before a fitted run stops.
+FITTED_EARLY_STOPPING_PATIENCE = 2
+
+
+def fit_to_data_size(
+    num_texts: int, num_labels: int, *, batch_size: int | None = None, has_dev: bool = True
+) -> dict[str, Any]:
+    """Epochs, learning rates, warmup and early stopping scaled to the training set: the rule ``labelspace train``
+    applies to each of these settings the user does not give (flags and config values always win).
+
+    The defaults (3 epochs, encoder lr 1e-4) suit tens of thousands of texts; on a few hundred they
+    give a fresh head a few dozen steps to converge while the encoder moves at full speed on little
+    evidence per label. So, with ``steps = ceil(num_texts / batch_size)`` per epoch:
+
+    - ``num_epochs``: the default, raised to ``ceil(FITTED_MIN_STEPS / steps)`` (at most
+      ``FITTED_MAX_EPOCHS``) when the default would give fewer than ``FITTED_MIN_STEPS`` (150) steps;
+    - ``learning_rate`` (encoder): the default times ``min(1, sqrt(num_texts / num_labels /
+      FITTED_FULL_RATE_TEXTS_PER_LABEL))``, two significant digits: fewer texts per label, smaller
+      encoder updates (the total encoder movement, rate x steps, stays near the default's);
+    - ``head_learning_rate``: the default's (``HEAD_LEARNING_RATE_FACTOR`` x the default encoder rate),
+      not scaled: the head learns from scratch whatever the data size;
+    - ``warmup_ratio``: the default 10 % of the (fitted) steps, so warmup grows with the epochs;
+    - ``early_stopping_patience``: ``FITTED_EARLY_STOPPING_PATIENCE`` evaluations (one per epoch) on the
+      dev objective when there is a dev set (None without one); the best evaluation is kept
+      (``load_best_model_at_end``).
+
+    Example:
+        >>> fitted = fit_to_data_size(480, 12)  # the demo set: 15 steps an epoch, 40 texts per label
+        >>> fitted["num_epochs"], fitted["learning_rate"], fitted["head_learning_rate"], fitted["warmup_ratio"]
+        (10, 2.8e-05, 0.02, 0.1)
+        >>> fitted["early_stopping_patience"]
+        2
+        >>> fitted = fit_to_data_size(43410, 28, has_dev=False)  # GoEmotions: the defaults
+        >>> fitted["num_epochs"], fitted["learning_rate"], fitted["early_stopping_patience"]
+        (3, 0.0001, None)
+    """
+    defaults = default_values()
+    batch_size = defaults["batch_size"] if batch_size is None else batch_size
+    for name, value in (("num_texts", num_texts), ("num_labels", num_labels), ("batch_size", batch_size)):
+        _check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"{name} must be a positive integer, got {value!r}",
+        )
+    steps_per_epoch = math.ceil(num_texts / batch_size)
+    epochs = defaults["num_epochs"]
+    if epochs * steps_per_epoch < FITTED_MIN_STEPS:
+        epochs = max(epochs, min(FITTED_MAX_EPOCHS, math.ceil(FITTED_MIN_STEPS / steps_per_epoch)))
+    scale = min(1.0, math.sqrt(num_texts / num_labels / FITTED_FULL_RATE_TEXTS_PER_LABEL))
+    return {
+        "num_epochs": epochs,
+        "learning_rate": float(f"{defaults['learning_rate'] * scale:.2g}"),
+        "head_learning_rate": head_learning_rate_for(defaults["learning_rate"], defaults["head_learning_rate"]),
+        "warmup_ratio": defaults["warmup_ratio"],
+        "early_stopping_patience": FITTED_EARLY_STOPPING_PATIENCE if has_dev else None,
+    }

@@ -13,6 +13,7 @@ decides a label itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from labelspace.evaluation.thresholds import ThresholdResult, tune_thresholds
 from labelspace.models.model import LabelspaceModel
 from labelspace.training.arguments import TrainingArguments
 
-__all__ = ["Evaluation", "evaluate_shipped"]
+__all__ = ["FINE_TUNED", "FROZEN_BASELINE", "Evaluation", "evaluate_shipped", "select_candidate"]
 
 
 @dataclass
@@ -92,3 +93,61 @@ def evaluate_shipped(
     if tuning is not None:
         reports["tuned"] = shipped
     return Evaluation(shipped, reports, tuning)
+
+
+#: Names of the candidates `labelspace train` may ship, as ``metrics.json`` records them.
+FINE_TUNED = "fine_tuned"
+FROZEN_BASELINE = "frozen_baseline"
+
+
+def select_candidate(
+    candidates: Mapping[str, Evaluation], metric: str, *, greater_is_better: bool = True
+) -> dict[str, Any]:
+    """Which candidate ships: the first one (the fine-tuned model) unless another is strictly better on ``metric``.
+
+    Returns the JSON-ready record ``metrics.json`` keeps: ``metric``, ``greater_is_better``,
+    ``candidates`` (each one's value), ``shipped`` (a name) and ``reason`` (a sentence). A candidate
+    without the metric cannot be compared and never ships in place of the first.
+
+    Example:
+        >>> chosen = select_candidate(
+        ...     {"fine_tuned": Evaluation({"macro_f1": 0.66}), "frozen_baseline": Evaluation({"macro_f1": 0.75})},
+        ...     "macro_f1",
+        ... )
+        >>> chosen["shipped"], chosen["reason"]
+        ('frozen_baseline', 'frozen_baseline has the best dev macro_f1: 0.7500 against 0.6600 for fine_tuned')
+    """
+    if not candidates:
+        raise ValueError("select_candidate needs at least one candidate")
+    values = {name: _metric_value(evaluation.metrics, metric) for name, evaluation in candidates.items()}
+    first = next(iter(values))
+    shipped = first
+    for name, value in values.items():
+        best = values[shipped]
+        if value is not None and (best is None or (value > best if greater_is_better else value < best)):
+            shipped = name
+    others = [f"{value:.4f} for {name}" for name, value in values.items() if name != shipped and value is not None]
+    tied = [name for name, value in values.items() if name != shipped and value == values[shipped]]
+    if values[shipped] is None:
+        reason = f"no candidate has a dev {metric}: {shipped} ships"
+    elif not others:
+        reason = f"{shipped} is the only candidate with a dev {metric} ({values[shipped]:.4f})"
+    elif tied:
+        reason = (
+            f"{shipped} ties with {', '.join(tied)} on dev {metric} ({values[shipped]:.4f}); "
+            f"another candidate ships only when strictly better"
+        )
+    else:
+        reason = f"{shipped} has the best dev {metric}: {values[shipped]:.4f} against {', '.join(others)}"
+    return {
+        "metric": metric,
+        "greater_is_better": greater_is_better,
+        "candidates": {name: {metric: value} for name, value in values.items()},
+        "shipped": shipped,
+        "reason": reason,
+    }
+
+
+def _metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
+    value = metrics.get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

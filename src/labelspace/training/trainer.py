@@ -18,6 +18,8 @@ Run folder (``output_dir``), each file written once per run except the logs and 
 
     model/              the final model (the best one when evaluating), a LabelspaceModel folder
     best-model/         the best model so far (while training with an eval dataset)
+    baseline-model/     the frozen baseline candidate (encoder as loaded + linear-probe head), kept
+                        for a resumed run and removed at the end (``baseline_candidate``)
     checkpoints/        checkpoint-<step>/ folders (model, optimizer, scheduler, samplers, RNG)
     train_log.jsonl     one JSON object per log / evaluation
     metrics.json        the evaluation of the model in model/ (see `Trainer.train`)
@@ -30,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -72,8 +75,9 @@ from labelspace.training.checkpoint import (
     run_fingerprint,
     write_checkpoint,
 )
-from labelspace.training.evaluation import Evaluation, evaluate_shipped
+from labelspace.training.evaluation import FINE_TUNED, FROZEN_BASELINE, Evaluation, evaluate_shipped, select_candidate
 from labelspace.training.optim import build_optimizer, build_scheduler
+from labelspace.training.probe import linear_probe
 
 __all__ = ["SAMPLERS", "SCHEDULERS", "TrainOutput", "Trainer", "TrainingArguments"]
 
@@ -95,6 +99,22 @@ class TrainOutput:
     best_step: int | None = None
     model_path: str | None = None
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
+
+
+@dataclass
+class BaselineCandidate:
+    """The frozen baseline: its evaluation on the eval set and the weights and decisions that would ship.
+
+    ``state`` is the whole model's state dict on the CPU (the encoder as loaded, the probe head).
+    """
+
+    evaluation: Evaluation
+    state: dict[str, torch.Tensor]
+    thresholds: np.ndarray
+    decision_rule: str
+    top_k: int
+    tuning_record: Any = None
 
 
 def default_loss(dataset: Dataset, model: LabelspaceModel) -> torch.nn.Module:
@@ -184,6 +204,7 @@ class Trainer:
         self.schedule: MultiDatasetSchedule | None = None  # which dataset each batch of an epoch comes from
         self.epoch_length = 0  # batches in the current epoch
         self.last_step = StepOutcome(0.0, 0)
+        self.baseline: BaselineCandidate | None = None
 
     # ------------------------------------------------------------------ setup
     def _check_per_dataset(self, mapping: Mapping[str, Any], what: str) -> None:
@@ -273,6 +294,10 @@ class Trainer:
         self._setup()
         if resume_from_checkpoint:
             self._resume(resume_from_checkpoint)
+        if self.state.global_step == 0:
+            self._start_head()
+        elif self._wants_baseline() and distributed.is_main_process():
+            self.baseline = self._read_baseline()
         state = self.state
         self.fire("on_train_begin")
         self.model.train()
@@ -280,6 +305,101 @@ class Trainer:
             self._train_loop(state, interrupted)
         return self._finish()
 
+    # ------------------------------------------------------------------ probe and baseline
+    def _labeled_train_data(self) -> list[LabeledDataset]:
+        return [dataset for dataset in self.datasets.values() if isinstance(dataset, LabeledDataset)]
+
+    def _wants_baseline(self) -> bool:
+        """A frozen baseline candidate: asked for, a classification head, labeled train and eval data."""
+        head = self.model.head
+        return (
+            self.args.baseline_candidate
+            and head is not None
+            and head.kind != "regression"
+            and isinstance(self.eval_dataset, LabeledDataset)
+            and bool(self._labeled_train_data())
+        )
+
+    def _start_head(self) -> None:
+        """A fresh run: fit the linear probe (`labelspace.training.probe`) when ``head_init="probe"`` or a
+        frozen baseline candidate is wanted; start the head from it with ``"probe"``; evaluate the baseline.
+
+        Every process fits the same probe (the weights are then broadcast from rank 0); the baseline is
+        evaluated on the main process only, like every evaluation.
+        """
+        args, model = self.args, self.model
+        wants_baseline = self._wants_baseline()
+        if model.head is None or not (args.head_init == "probe" or wants_baseline):
+            return
+        probe = linear_probe(model, self._labeled_train_data(), C=args.probe_c, batch_size=args.eval_batch_size)
+        if probe is None:
+            return
+        if args.head_init == "probe" and not model.head_is_trained:  # a trained head is not thrown away
+            model.head.load_state_dict(probe.state_dict())
+            distributed.broadcast_parameters(model)
+        if wants_baseline and distributed.is_main_process():
+            self.baseline = self._evaluate_baseline(probe.state_dict())
+        model.train()
+
+    def _evaluate_baseline(self, probe_state: Mapping[str, torch.Tensor]) -> BaselineCandidate:
+        """Evaluate the model as loaded with the probe head, like a fine-tuned one; the model is left as it was.
+
+        With ``output_dir`` the baseline is also saved to ``baseline-model/``, so a resumed run has it.
+        """
+        model, head = self.model, self.model.head
+        assert head is not None
+        kept_head = {key: value.detach().clone() for key, value in head.state_dict().items()}
+        kept = (model.thresholds.copy(), model.decision_rule, model.top_k, model.metadata.get("thresholds"))
+        head.load_state_dict(probe_state)
+        evaluation = evaluate_shipped(model, self.eval_dataset, self.args)
+        candidate = BaselineCandidate(
+            evaluation,
+            {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+            model.thresholds.copy(),
+            model.decision_rule,
+            model.top_k,
+            model.metadata.get("thresholds"),
+        )
+        if self.output_dir is not None:
+            model.save(self.output_dir / "baseline-model", overwrite=True)
+        head.load_state_dict(kept_head)
+        model.thresholds, model.decision_rule, model.top_k = kept[0], kept[1], kept[2]
+        if kept[3] is None:
+            model.metadata.pop("thresholds", None)
+        else:
+            model.metadata["thresholds"] = kept[3]
+        return candidate
+
+    def _read_baseline(self) -> BaselineCandidate | None:
+        """After a resume: the baseline candidate saved in ``baseline-model/`` (None when there is none)."""
+        folder = self.output_dir / "baseline-model" if self.output_dir is not None else None
+        if folder is None or not folder.is_dir():
+            return None
+        saved = LabelspaceModel.from_pretrained(folder)
+        evaluation = evaluate_shipped(saved, self.eval_dataset, self.args)  # tunes as at the start: same thresholds
+        return BaselineCandidate(
+            evaluation,
+            saved.state_dict(),
+            saved.thresholds.copy(),
+            saved.decision_rule,
+            saved.top_k,
+            saved.metadata.get("thresholds"),
+        )
+
+    def _ship_baseline(self) -> None:
+        """Put the baseline candidate's weights, thresholds and decision rule into the model."""
+        baseline = self.baseline
+        assert baseline is not None
+        self.model.load_state_dict(baseline.state)
+        self.model.to(self.device)
+        self.model.set_thresholds(baseline.thresholds)
+        self.model.set_decision_rule(baseline.decision_rule, baseline.top_k)
+        if baseline.tuning_record is None:
+            self.model.metadata.pop("thresholds", None)
+        else:
+            self.model.metadata["thresholds"] = baseline.tuning_record
+
+    # ------------------------------------------------------------------ loop
     def _train_loop(self, state: TrainerState, interrupted: Callable[[], bool]) -> None:
         """Optimizer steps until ``max_steps``, an early stop, or a Ctrl-C (raised between two steps)."""
         while state.global_step < state.max_steps and not state.should_stop:
@@ -384,20 +504,41 @@ class Trainer:
         ``metrics.json`` holds the metrics of that final evaluation and, for labeled data with a
         head, ``"dev"``: the decision reports (``"global 0.5"``, and ``"tuned"`` when the thresholds
         were tuned; ``"argmax"`` for a single-label head), as `Evaluation` describes.
+
+        With a frozen baseline candidate (``baseline_candidate``) the fine-tuned model and the baseline
+        are compared on the eval metric (`select_candidate`: the baseline ships only when strictly
+        better); ``metrics.json`` then also holds ``"candidates"`` (each one's value), ``"shipped"`` (its
+        name) and ``"shipped_because"``, and the model's metadata ``training.selection`` the same record.
         """
         evaluation = next((c for c in self.callbacks if isinstance(c, EvaluationCallback)), None)
         if evaluation is not None and self.args.load_best_model_at_end:
             evaluation.restore_best(self)
         main = distributed.is_main_process()
         final = evaluate_shipped(self.model, self.eval_dataset, self.args) if main and evaluation else Evaluation({})
+        selection = None
+        if main and evaluation is not None and self.baseline is not None and self.state.metric_name:
+            candidates = {FINE_TUNED: final, FROZEN_BASELINE: self.baseline.evaluation}
+            selection = select_candidate(
+                candidates, self.state.metric_name, greater_is_better=self.state.greater_is_better
+            )
+            if selection["shipped"] == FROZEN_BASELINE:
+                self._ship_baseline()
+                final = self.baseline.evaluation
         self.model.train()
+        self.model.head_is_trained = self.model.head is not None
         model_path = None
         if main and self.output_dir is not None:
             self.model.metadata.update(self._metadata())
+            if selection is not None:
+                self.model.metadata["training"]["selection"] = selection
             model_path = str(self.model.save(self.output_dir / "model", overwrite=True))
             if final.metrics:
-                saved = {**final.metrics, "dev": final.reports} if final.reports else final.metrics
+                saved = {**final.metrics, "dev": final.reports} if final.reports else dict(final.metrics)
+                if selection is not None:
+                    saved.update(candidates=selection["candidates"], shipped=selection["shipped"])
+                    saved["shipped_because"] = selection["reason"]
                 atomic_write_text(self.output_dir / "metrics.json", json.dumps(saved, indent=2) + "\n")
+            shutil.rmtree(self.output_dir / "baseline-model", ignore_errors=True)  # only kept for a resume
         self.fire("on_train_end")
         state = self.state
         return TrainOutput(
@@ -408,6 +549,7 @@ class Trainer:
             best_step=state.best_step,
             model_path=model_path,
             reports=final.reports,
+            selection=selection,
         )
 
     def _metadata(self) -> dict[str, Any]:
