@@ -180,8 +180,6 @@ def run_training(
         if clear_out:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        import yaml
-
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         sizes = ", ".join(f"{name}: {len(data)} {type(data).__name__}" for name, data in datasets.items())
         console.print(f"training {config.model} on {sizes}; loss {config.loss}; run folder {out}")
