@@ -8,13 +8,16 @@ import contextlib
 import io
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, hamming_loss, jaccard_score
+from starlette.testclient import TestClient
 
+import labelspace.commands.serve as serve_command
 from labelspace.data.builtin import demo
 from labelspace.models import LabelspaceModel
 from labelspace.models.testing import tiny_model_folder
@@ -182,3 +185,27 @@ def test_the_suggested_predict_command_works(quickstart, model, run_cli):
         assert not (predicted - above) & clear
     elif clear == set(scores):
         assert predicted == {max(scores, key=scores.get)}
+
+
+def test_the_last_line_is_a_working_serve_command(quickstart, model, run_cli, monkeypatch):
+    """The quickstart ends with `labelspace serve RUN`; run as printed, it serves the model's predictions (the
+    server runs in process: `run_server` is replaced by a test client on the same app)."""
+    last = quickstart.stdout.strip().splitlines()[-1].split()
+    assert last == ["labelspace", "serve", str(quickstart.out)]
+    answers = {}
+
+    def in_process(app, settings):
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/health/ready").status_code != 200:
+                assert time.monotonic() < deadline, "the server never got ready"
+                time.sleep(0.05)
+            answers["predict"] = client.post("/v1/predict", json={"texts": ["I was charged twice this month"]})
+
+    monkeypatch.setattr(serve_command, "run_server", in_process)
+    code, _, stderr = run_cli(*last[1:])
+    assert code == 0, stderr
+    assert answers["predict"].status_code == 200, answers["predict"].text
+    (result,) = answers["predict"].json()["results"]
+    assert result["labels"] == model.predict(["I was charged twice this month"])[0]
+    assert set(result["scores"]) == set(model.label_set.names)

@@ -186,3 +186,37 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     # The plots rendered: the lower part of the page (images) is not blank either.
     lower = pixels[pixels.shape[0] // 2 :]
     assert lower.std() > 0.05
+
+
+def test_candidates_training_compared_are_shown_with_the_one_that_shipped(tmp_path):
+    """Issue 14: the report shows the frozen baseline beside the fine-tuned model, which shipped and why."""
+    y_true, scores, _ = _data(labels=3)
+    selection = {
+        "metric": "macro_f1",
+        "greater_is_better": True,
+        "candidates": {"fine_tuned": {"macro_f1": 0.66}, "frozen_baseline": {"macro_f1": 0.75}},
+        "shipped": "frozen_baseline",
+        "reason": f"frozen_baseline has the best dev macro_f1 {NASTY}",
+    }
+    path = write_report(
+        tmp_path / "r.html",
+        label_names=["a", "b", "c"],
+        y_true=y_true,
+        probabilities=scores,
+        thresholds=0.5,
+        selection=selection,
+    )
+    text = path.read_text(encoding="utf-8")
+    assert "Candidates compared on dev" in _headings(text)
+    section = text[text.index("Candidates compared on dev") :]
+    rows = re.findall(r"<tr>(.*?)</tr>", section[: section.index("</table>")], flags=re.S)
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in rows]
+    assert cells[0] == ["candidate", "dev macro_f1", "shipped"]
+    assert [row[0] for row in cells[1:]] == ["fine_tuned", "frozen_baseline"]
+    assert [row[2] for row in cells[1:]] == ["", "yes"]
+    assert "0.66" in cells[1][1] and "0.75" in cells[2][1]
+    assert NASTY not in text  # the reason is escaped
+    plain = write_report(
+        tmp_path / "plain.html", label_names=["a", "b", "c"], y_true=y_true, probabilities=scores, thresholds=0.5
+    )
+    assert "Candidates compared on dev" not in plain.read_text(encoding="utf-8")

@@ -199,12 +199,13 @@ HIGH_AND_NOISY = np.array([[0.9, 0.6], [0.6, 0.9], [0.55, 0.6], [0.6, 0.9]], dty
 
 
 def scripted_probabilities(model: LabelspaceModel) -> None:
-    """The head's probabilities follow the script, one entry per set of weights evaluated (restored weights
-    get the probabilities they had)."""
+    """The model's label scores follow the script, one entry per set of weights evaluated (restored weights
+    get the probabilities they had). Every prediction (the Predictor the evaluation uses) scores through
+    `LabelspaceModel.score_embeddings`, so that is what is scripted."""
     seen: list[tuple[torch.Tensor, np.ndarray]] = []
     script = [RANKED_LOW, HIGH_AND_NOISY]
 
-    def predict_proba(texts, batch_size=32, show_progress_bar=None):
+    def score_embeddings(embeddings, head_probabilities=None):
         weights = torch.cat([p.detach().flatten().cpu() for p in model.head.parameters()])
         for known, probabilities in seen:
             if torch.equal(known, weights):
@@ -212,7 +213,7 @@ def scripted_probabilities(model: LabelspaceModel) -> None:
         seen.append((weights.clone(), script[len(seen)]))
         return seen[-1][1].copy()
 
-    model.predict_proba = predict_proba
+    model.score_embeddings = score_embeddings
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from typing import Annotated
 
 import typer
 
 from labelspace import __version__
-from labelspace.commands import data, evaluate, mine, quickstart, train
+from labelspace.commands import data, embed, evaluate, export, index, mine, quickstart, serve, train
 from labelspace.commands.common import CommandError
 from labelspace.errors import RunInterrupted, is_user_error
 
@@ -53,7 +54,7 @@ def _root(
 
 
 #: The command modules, in the order ``labelspace --help`` lists their commands.
-COMMAND_MODULES = (data, quickstart, train, evaluate, mine)
+COMMAND_MODULES = (data, quickstart, train, evaluate, embed, export, index, mine, serve)
 for _module in COMMAND_MODULES:
     _module.register(app)
 
@@ -70,6 +71,18 @@ def _quiet_libraries() -> None:
         return
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
+
+
+def _show_warning_on_one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: object = None,
+) -> None:
+    """Print a Python warning as ``labelspace: warning: MESSAGE`` on stderr (no file, line or source)."""
+    typer.echo(f"labelspace: warning: {' '.join(str(message).split())}", err=True)
 
 
 def _one_line(error: BaseException) -> str:
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     command = typer.main.get_command(app)
     _quiet_libraries()
+    warnings.showwarning = _show_warning_on_one_line
     debug = os.environ.get("LABELSPACE_DEBUG") not in (None, "", "0")
     try:
         result = command.main(args=argv, prog_name="labelspace", standalone_mode=False)

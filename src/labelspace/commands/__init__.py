@@ -3,6 +3,10 @@
 - `data`: ``data check``, ``convert triplets-to-pairs``, ``split`` (data files, no model)
 - `train`: ``train``
 - `evaluate`: ``evaluate``, ``tune-thresholds``, ``set-thresholds``, ``predict`` (a trained model folder)
+- `embed`: ``embed`` (embeddings of a text file, any backend)
+- `export`: ``export`` (ONNX graphs, int8)
+- `index`: ``index build`` (the kNN index of knn / hybrid scoring)
+- `serve`: ``serve`` (the HTTP service)
 - `mine`: ``mine`` (hard negatives)
 - `quickstart`: ``quickstart`` (the demo end to end)
 

@@ -19,15 +19,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelspace.data import load
+from labelspace.data import DataFormatError, load
 from labelspace.data.label_cells import LABELS_FORMATS
+from labelspace.data.tables import (
+    EXTENSIONS,
+    TEXT_COLUMN_CANDIDATES,
+    column_texts,
+    find_column,
+    not_utf8_error,
+    read_table,
+)
 from labelspace.errors import LabelspaceError
+from labelspace.inference import BACKENDS, Predictor, TorchRunner, set_threads
 from labelspace.models import LabelspaceModel
-from labelspace.models.encoder import LONG_TEXT_MODES, recover_folder, resolve_model_path
-from labelspace.models.model import CONFIG_FILE
+from labelspace.models.encoder import LONG_TEXT_MODES, resolve_model_path
+from labelspace.models.model import resolve_model_folder
 
 __all__ = [
     "DATA_OPTIONS",
+    "EMPTY_TEXT",
+    "BackendOption",
     "BatchSizeOption",
     "CommandError",
     "DataOption",
@@ -42,14 +53,18 @@ __all__ = [
     "LongTextOption",
     "QuietOption",
     "TextColumnOption",
+    "ThreadsOption",
     "UnknownLabelsOption",
     "apply_long_text",
     "console",
     "data_options",
+    "first_blank",
     "load_data",
     "load_dataset",
     "load_embedding_model",
+    "load_predictor",
     "metrics_table",
+    "read_texts",
     "resolve_model_folder",
     "warn_dropped_labels",
 ]
@@ -104,6 +119,16 @@ LongTextOption = Annotated[
 UnknownLabelsOption = Annotated[
     str,
     typer.Option("--unknown-labels", help="Labels the model does not know: error (default) or ignore (drop, warn)."),
+]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help=f"What runs the model: {', '.join(BACKENDS)} (the onnx ones need 'labelspace export RUN --format onnx').",
+    ),
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="CPU threads for the backend (default: all cores).")
 ]
 
 
@@ -203,34 +228,82 @@ def warn_dropped_labels(where: str, dropped: dict[str, int], known_as: str) -> N
     typer.echo(f"labelspace: warning: {where}: dropped labels not in {known_as}: {listed}", err=True)
 
 
-# ----------------------------------------------------------------------------- models
+#: The end of the message refusing an empty or blank text to predict.
+EMPTY_TEXT = "empty text (pass --allow-empty to keep it; it gets no labels)"
 
 
-def resolve_model_folder(run: str | os.PathLike[str]) -> Path:
-    """The model folder of ``run``: ``run`` itself when it holds ``labelspace.json``, else ``run/model``.
+def first_blank(texts: list[str]) -> int | None:
+    """Index of the first empty or whitespace-only text, or None.
 
-    Raises FileNotFoundError when ``run`` does not exist and ValueError when it is neither. A replace of
-    the model folder that a killed command left half done is finished or rolled back first (`recover_folder`).
+    Example:
+        >>> first_blank(["a", " ", ""])
+        1
+    """
+    return next((index for index, text in enumerate(texts) if not text.strip()), None)
+
+
+def _text_lines(text: str, source: Path, allow_empty: bool, empty_error: str) -> list[str]:
+    """The lines of a ``.txt`` input: split on ``\\n`` / ``\\r\\n`` only, BOM dropped, no text after a final newline.
+
+    Only a newline ends a text, so each output row of ``predict`` / ``embed`` matches one input line: the
+    other separators of `str.splitlines` (U+2028, U+2029, form feed, ``\\x1c``-``\\x1e``, ``\\x85``, a lone
+    ``\\r``) stay inside the text. An empty or blank line is an error naming it, unless ``allow_empty``.
+    """
+    body = text.removeprefix("\ufeff")
+    if not body:
+        return []
+    lines = body.removesuffix("\n").split("\n")
+    lines = [line.removesuffix("\r") for line in lines]
+    blank = None if allow_empty else first_blank(lines)
+    if blank is not None:
+        raise DataFormatError(source, blank + 1, None, empty_error)
+    return lines
+
+
+def read_texts(
+    path: str | os.PathLike[str],
+    *,
+    file_format: str | None = None,
+    text_column: str | None = None,
+    allow_empty: bool = False,
+    empty_error: str = EMPTY_TEXT,
+) -> list[str]:
+    """Texts to predict or embed from ``path`` (``labelspace predict`` / ``labelspace embed`` ``--input``).
+
+    - ``.jsonl``: one JSON object a line, the text in field ``text`` (or ``text_column``);
+    - ``.csv`` / ``.tsv`` / ``.parquet``: the ``text`` column (or ``text_column``), other columns ignored;
+    - anything else (``.txt``): one text a line (split on ``\\n`` or ``\\r\\n`` only; a UTF-8 BOM is dropped).
+
+    An empty or blank text is an error naming its line (ending with ``empty_error``), unless ``allow_empty``
+    (then it is kept).
 
     Example:
         >>> import tempfile
-        >>> run = Path(tempfile.mkdtemp())
-        >>> _ = (run / "model").mkdir(), (run / "model" / "labelspace.json").write_text("{}")
-        >>> resolve_model_folder(run) == run / "model"
-        True
+        >>> path = Path(tempfile.mkdtemp()) / "texts.txt"
+        >>> _ = path.write_bytes("first text\\fstill the first\\r\\nsecond text\\n".encode())
+        >>> read_texts(path)
+        ['first text\\x0cstill the first', 'second text']
     """
-    path = Path(run).expanduser()
-    recover_folder(path)  # heals path itself and the model/ or best-model/ inside it
-    if (path / CONFIG_FILE).is_file():
-        return path
-    if (path / "model" / CONFIG_FILE).is_file():
-        return path / "model"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run or model folder")
-    raise ValueError(
-        f"{path} is neither a model folder (no {CONFIG_FILE}) nor a run folder (no model/{CONFIG_FILE}); "
-        "pass the --out folder of 'labelspace train' or its model/ subfolder"
-    )
+    source = Path(path)
+    if file_format is None and source.suffix.lower() not in EXTENSIONS:
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: file not found")
+        raw = source.read_bytes()  # bytes: no newline translation of a lone "\r"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise not_utf8_error(source, raw, error.start) from None
+        return _text_lines(text, source, allow_empty, empty_error)
+    table, _ = read_table(source, format=file_format, delimiter=None)
+    column = find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
+    texts = column_texts(table, column, allow_empty=True)
+    blank = None if allow_empty else first_blank(texts)
+    if blank is not None:
+        raise table.error(table.rows[blank][0], column, empty_error)
+    return texts
+
+
+# ----------------------------------------------------------------------------- models
 
 
 def load_embedding_model(run_or_model: str | os.PathLike[str]) -> tuple[Any, str]:
@@ -262,9 +335,57 @@ def apply_long_text(model: Any, mode: str) -> None:
 
     Raises `CommandError` for another value.
     """
+    _check_long_text(mode)
+    model.encoder.long_text = mode
+
+
+def _check_long_text(mode: str) -> None:
     if mode not in LONG_TEXT_MODES:
         raise CommandError(f"--long-text: expected one of {', '.join(LONG_TEXT_MODES)}; got {mode!r}")
-    model.encoder.long_text = mode
+
+
+def load_predictor(
+    run_or_model: str | os.PathLike[str],
+    *,
+    backend: str = "torch",
+    threads: int | None = None,
+    long_text: str = "truncate",
+    encoders: bool = False,
+) -> tuple[Predictor, str]:
+    """(Predictor, what was loaded) for a command's ``--backend``, ``--threads`` and ``--long-text``.
+
+    ``run_or_model`` is a run folder or a model folder (`labelspace.inference.Predictor.load`); with
+    ``encoders`` also a plain encoder (``minilm``, an encoder folder, a hub id, as `load_embedding_model`
+    reads it), which only the torch backend runs. Bad option values are a `CommandError` naming the option.
+
+    Example:
+        >>> import tempfile
+        >>> from labelspace.models.testing import tiny_model_folder
+        >>> predictor, source = load_predictor(tiny_model_folder(tempfile.mkdtemp() + "/tiny"), encoders=True)
+        >>> predictor.backend, predictor.encode(["hello"]).shape, source.endswith("tiny")
+        ('torch', (1, 32), True)
+    """
+    if backend not in BACKENDS:
+        raise CommandError(f"--backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
+    _check_long_text(long_text)
+    try:
+        folder = resolve_model_folder(run_or_model)
+    except (ValueError, FileNotFoundError):
+        if not encoders:
+            raise
+        model, source = load_embedding_model(run_or_model)  # an encoder, or the error saying what is missing
+        if backend != "torch":
+            raise CommandError(
+                f"--backend {backend}: {source} is an encoder, not a labelspace model folder, and runs on the "
+                "torch backend only (a model folder gets its ONNX graph from `labelspace export RUN --format onnx`)"
+            ) from None
+        set_threads(threads)
+        apply_long_text(model, long_text)
+        model.eval()
+        return Predictor(model, runner=TorchRunner(model, long_text=long_text)), source
+    predictor = Predictor.load(run_or_model, backend, threads=threads, long_text=long_text)
+    apply_long_text(predictor.model, long_text)
+    return predictor, str(folder)
 
 
 # ----------------------------------------------------------------------------- printing

@@ -5,23 +5,27 @@ train`` (its ``model/`` subfolder is the model); `resolve_model_folder` tells wh
 and tuning data are read like training data (``--format``, ``--text-column``, ``--labels-column``,
 ``--labels-file``) and re-expressed over the model's labels; a label the model does not know is an
 error naming the file and the labels.
+
+Every score and label these commands give comes from a `labelspace.inference.Predictor` (``--backend``,
+``--threads``): the model's scoring mode (head, kNN or hybrid), its per-label thresholds and its decision
+rule are applied there, the same way as in Python and in the Trainer's evaluation.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 import typer
 from rich.table import Table
 
 from labelspace.commands.common import (
+    EMPTY_TEXT,
+    BackendOption,
     BatchSizeOption,
     CommandError,
     DataOption,
@@ -32,34 +36,31 @@ from labelspace.commands.common import (
     LongTextOption,
     QuietOption,
     TextColumnOption,
+    ThreadsOption,
     UnknownLabelsOption,
-    apply_long_text,
     console,
     data_options,
+    first_blank,
     load_dataset,
-    load_embedding_model,
+    load_predictor,
     metrics_table,
+    read_texts,
     resolve_model_folder,
     warn_dropped_labels,
 )
 from labelspace.commands.paths import check_output_path
-from labelspace.data import DataFormatError, LabeledDataset, PairDataset
-from labelspace.data.tables import (
-    EXTENSIONS,
-    TEXT_COLUMN_CANDIDATES,
-    column_texts,
-    find_column,
-    not_utf8_error,
-    read_table,
-)
+from labelspace.data import LabeledDataset, PairDataset
 from labelspace.evaluation import tune_thresholds
 from labelspace.evaluation.model_metrics import evaluate_model
 from labelspace.evaluation.report import decision_report, write_report
 from labelspace.evaluation.retrieval import RELEVANCE, retrieval_metrics
 from labelspace.evaluation.thresholds import OBJECTIVES, RARE_LABEL_RULES, per_label_targets
 from labelspace.files import atomic_write_text
+from labelspace.inference import Predictor
+from labelspace.integrations.ray import SUMMARY_FILE, predict_files
 from labelspace.models import LabelspaceModel
 from labelspace.models.model import CONFIG_FILE, DECISION_RULES
+from labelspace.models.scoring import BUILD_INDEX_COMMAND
 
 __all__ = [
     "EVALUATE_EPILOG",
@@ -67,6 +68,7 @@ __all__ = [
     "SET_THRESHOLDS_EPILOG",
     "TUNE_EPILOG",
     "parse_label_values",
+    "predicts_labels",
     "read_texts",
     "register",
     "resolve_model_folder",
@@ -75,6 +77,7 @@ __all__ = [
 EVALUATE_EPILOG = (
     "Example: labelspace evaluate runs/x --data test.tsv --report report.html --json metrics.json\n\n"
     "Example: labelspace evaluate runs/x/model --data test.csv --text-column body --labels-column tags\n\n"
+    "Example: labelspace evaluate runs/x --data test.tsv --backend onnx-int8 --threads 2\n\n"
     "Example: labelspace evaluate runs/embedder --data test.jsonl --relevance jaccard --json retrieval.json"
 )
 TUNE_EPILOG = (
@@ -86,17 +89,67 @@ TUNE_EPILOG = (
 SET_THRESHOLDS_EPILOG = "Example: labelspace set-thresholds runs/x security=0.9 billing=0.5"
 PREDICT_EPILOG = (
     'Example: labelspace predict runs/x "I was charged twice" "the app crashes on login"\n\n'
-    "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl"
+    "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl\n\n"
+    "Example: labelspace predict runs/x --input texts.txt --output predictions.jsonl --backend onnx --threads 4\n\n"
+    "Example: labelspace predict runs/x --input 'shards/*.parquet' --output scored/ --engine ray --workers 4"
 )
 
 
-def _load_model(run: Path) -> tuple[Any, Path]:
-    """The model of ``run`` (which must have a classification head) and its folder."""
+def training_label_frequency(model: LabelspaceModel) -> np.ndarray | None:
+    """Training positives per label (the model's label order) as ``labelspace train`` recorded them, or None.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(label_set=SimpleNamespace(names=["a", "b"]),
+        ...                         metadata={"training": {"label_counts": {"b": 3, "a": 40}}})
+        >>> training_label_frequency(model).tolist()
+        [40, 3]
+    """
+    counts = (model.metadata.get("training") or {}).get("label_counts")
+    names = model.label_set.names if model.label_set is not None else []
+    if not isinstance(counts, dict) or not names or any(not isinstance(counts.get(name), int) for name in names):
+        return None
+    return np.array([counts[name] for name in names], dtype=np.int64)
+
+
+def predicts_labels(model: LabelspaceModel) -> bool:
+    """Whether ``model`` can score labels (`LabelspaceModel.predicts_labels`: labels and a head or a kNN index).
+
+    Example:
+        >>> import tempfile
+        >>> from labelspace.models.testing import tiny_model_folder
+        >>> encoder = tiny_model_folder(tempfile.mkdtemp())
+        >>> predicts_labels(LabelspaceModel.from_pretrained(encoder, labels=["a"]))
+        True
+        >>> predicts_labels(LabelspaceModel.from_pretrained(encoder))
+        False
+    """
+    return model.predicts_labels
+
+
+def _require_labels(model: LabelspaceModel, folder: Any) -> None:
+    if not predicts_labels(model):
+        raise ValueError(
+            f"{folder} has neither a classification head nor a kNN index (an embedding-only model): it cannot "
+            f"predict labels; train it with labels, or build an index with `{BUILD_INDEX_COMMAND}`"
+        )
+
+
+def _load_model(run: Path) -> tuple[LabelspaceModel, Path]:
+    """The model of ``run`` (which must be able to predict labels) and its folder."""
     folder = resolve_model_folder(run)
     model = LabelspaceModel.from_pretrained(folder)
-    if model.head is None or model.label_set is None:
-        raise ValueError(f"{folder} has no classification head (an embedding-only model): it cannot predict labels")
+    _require_labels(model, folder)
     return model, folder
+
+
+def _load_label_predictor(
+    run: Path, backend: str = "torch", threads: int | None = None, long_text: str = "truncate"
+) -> tuple[Predictor, Path]:
+    """The Predictor of ``run`` (a model that can predict labels) on ``backend``, and the model folder."""
+    predictor, folder = load_predictor(run, backend=backend, threads=threads, long_text=long_text)
+    _require_labels(predictor.model, folder)
+    return predictor, Path(folder)
 
 
 def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_labels: str = "error") -> Any:
@@ -116,16 +169,6 @@ def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_l
     )
     warn_dropped_labels(str(path), dropped, known_as)
     return dataset
-
-
-def _probabilities_and_embeddings(
-    model: Any, texts: list[str], batch_size: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encode once; the head's probabilities from those embeddings (same values as ``predict_proba``)."""
-    embeddings = model.encode(texts, batch_size=batch_size, show_progress_bar=progress)
-    with torch.inference_mode():
-        probabilities = model.head.predict_proba(torch.from_numpy(embeddings).to(model.device))
-    return probabilities.float().cpu().numpy(), embeddings
 
 
 def _save_model_config(model: Any, folder: Path) -> None:
@@ -193,101 +236,39 @@ def _per_label_table(report: dict[str, Any], title: str) -> Table:
     return table
 
 
-# ----------------------------------------------------------------------------- predict input
-
-
-#: The end of the message refusing an empty or blank text to predict.
-EMPTY_TEXT = "empty text (pass --allow-empty to keep it; it gets no labels)"
-
-
-def _first_blank(texts: list[str]) -> int | None:
-    """Index of the first empty or whitespace-only text, or None."""
-    return next((index for index, text in enumerate(texts) if not text.strip()), None)
-
-
-def _text_lines(text: str, source: Path, allow_empty: bool) -> list[str]:
-    """The lines of a ``.txt`` input: split on ``\\n`` / ``\\r\\n`` only, BOM dropped, no text after a final newline.
-
-    Only a newline ends a text, so each output row of ``predict`` matches one input line: the other
-    separators of `str.splitlines` (U+2028, U+2029, form feed, ``\\x1c``-``\\x1e``, ``\\x85``, a lone
-    ``\\r``) stay inside the text. An empty or blank line is an error naming it, unless ``allow_empty``.
-    """
-    body = text.removeprefix("\ufeff")
-    if not body:
-        return []
-    lines = body.removesuffix("\n").split("\n")
-    lines = [line.removesuffix("\r") for line in lines]
-    blank = None if allow_empty else _first_blank(lines)
-    if blank is not None:
-        raise DataFormatError(source, blank + 1, None, EMPTY_TEXT)
-    return lines
-
-
-def read_texts(
-    path: str | os.PathLike[str],
-    *,
-    file_format: str | None = None,
-    text_column: str | None = None,
-    allow_empty: bool = False,
-) -> list[str]:
-    """Texts to predict from ``path``.
-
-    - ``.jsonl``: one JSON object a line, the text in field ``text`` (or ``text_column``);
-    - ``.csv`` / ``.tsv`` / ``.parquet``: the ``text`` column (or ``text_column``), other columns ignored;
-    - anything else (``.txt``): one text a line (split on ``\\n`` or ``\\r\\n`` only; a UTF-8 BOM is dropped).
-
-    An empty or blank text is an error naming its line, unless ``allow_empty`` (then it is kept).
-
-    Example:
-        >>> import tempfile
-        >>> path = Path(tempfile.mkdtemp()) / "texts.txt"
-        >>> _ = path.write_bytes("first text\\fstill the first\\r\\nsecond text\\n".encode())
-        >>> read_texts(path)
-        ['first text\\x0cstill the first', 'second text']
-    """
-    source = Path(path)
-    if file_format is None and source.suffix.lower() not in EXTENSIONS:
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: file not found")
-        raw = source.read_bytes()  # bytes: no newline translation of a lone "\r"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise not_utf8_error(source, raw, error.start) from None
-        return _text_lines(text, source, allow_empty)
-    table, _ = read_table(source, format=file_format, delimiter=None)
-    column = find_column(table, text_column, TEXT_COLUMN_CANDIDATES, "a text column", "--text-column")
-    texts = column_texts(table, column, allow_empty=True)
-    blank = None if allow_empty else _first_blank(texts)
-    if blank is not None:
-        raise table.error(table.rows[blank][0], column, EMPTY_TEXT)
-    return texts
+# ----------------------------------------------------------------------------- predict output
 
 
 #: Line breaks for `str.splitlines` that JSON leaves raw (other control characters are escaped by `json.dumps`).
 _ESCAPED_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
-def _prediction_lines(
-    texts: list[str], probabilities: np.ndarray, decided: np.ndarray, names: list[str]
-) -> Iterable[str]:
+def _prediction_lines(texts: list[str], predictor: Predictor, *, batch_size: int, show_progress_bar: bool) -> list[str]:
     """One JSON line per text: ``text``, ``labels`` (most probable first), ``scores`` (6 decimals).
 
-    ``probabilities`` and ``decided`` hold one row per non-blank text, in order; a blank text (kept
-    with ``--allow-empty``) is not run through the model and gets ``"labels": []`` and ``"scores": {}``.
-    U+2028, U+2029 and U+0085 are written as escapes, so that no line splitter breaks a row in two.
+    The scores are the Predictor's (the model's scoring mode), the labels its decisions (thresholds and
+    decision rule). A blank text (kept with ``--allow-empty``) is not run through the model and gets
+    ``"labels": []`` and ``"scores": {}``. U+2028, U+2029 and U+0085 are written as escapes, so that no
+    line splitter breaks a row in two.
     """
-    order = np.argsort(-probabilities, axis=1, kind="stable")
-    rounded = np.round(probabilities.astype(np.float64), 6).tolist()
-    rows = iter(range(len(probabilities)))
+    names = predictor.label_names
+    filled = [text for text in texts if text.strip()]
+    probabilities = np.zeros((0, len(names)), dtype=np.float32)
+    labels: list[list[str]] = []
+    if filled:
+        probabilities = predictor.predict_proba(filled, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        labels = predictor.label_lists(probabilities)
+    rounded = np.round(np.asarray(probabilities, dtype=np.float64), 6).tolist()
+    rows = iter(range(len(filled)))
+    lines = []
     for text in texts:
         if not text.strip():
             row: dict[str, Any] = {"text": text, "labels": [], "scores": {}}
         else:
             index = next(rows)
-            labels = [names[j] for j in order[index] if decided[index, j]]
-            row = {"text": text, "labels": labels, "scores": dict(zip(names, rounded[index], strict=True))}
-        yield json.dumps(row, ensure_ascii=False).translate(_ESCAPED_LINE_BREAKS)
+            row = {"text": text, "labels": labels[index], "scores": dict(zip(names, rounded[index], strict=True))}
+        lines.append(json.dumps(row, ensure_ascii=False).translate(_ESCAPED_LINE_BREAKS))
+    return lines
 
 
 # ----------------------------------------------------------------------------- embedding metrics
@@ -326,6 +307,36 @@ def _embedding_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
+# ----------------------------------------------------------------------------- predict --engine ray
+
+#: Where ``predict`` runs: in this process, or on Ray Data (`labelspace.integrations.ray.predict_files`).
+ENGINES = ("local", "ray")
+
+
+def _predict_on_ray(
+    run: Path,
+    texts: list[str] | None,
+    input_path: Path | None,
+    output: Path | None,
+    options: dict[str, Any],
+) -> None:
+    """``predict --engine ray``: Parquet / JSONL shards in, Parquet shards and ``_labelspace.json`` out."""
+    if texts:
+        raise CommandError("--engine ray reads --input DIR_OR_GLOB; texts on the command line need --engine local")
+    if input_path is None or output is None:
+        raise CommandError("--engine ray needs --input DIR_OR_GLOB (Parquet or JSONL shards) and --output DIR")
+    if options.pop("file_format") is not None or options.pop("allow_empty"):
+        raise CommandError("--format and --allow-empty apply to --engine local (--engine ray reads .parquet / .jsonl)")
+    check_output_path(output / SUMMARY_FILE, "--output", {"--input": input_path})
+    summary = predict_files(run, str(input_path), output, **options)
+    console.print(
+        f"wrote {summary['rows']} predictions in {len(summary['files'])} Parquet file(s) to {output} "
+        f"({summary['workers']} Ray workers)",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -353,7 +364,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--kind",
-                help="labeled, pairs, triplets or auto (a model with a head: labeled; without: from the columns).",
+                help="labeled, pairs, triplets or auto (a model that predicts labels: labeled; else from the columns).",
             ),
         ] = "auto",
         relevance: Annotated[
@@ -364,10 +375,13 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--retrieval", help="With a head: also the retrieval metrics of the embeddings.")
         ] = False,
         long_text: LongTextOption = "truncate",
+        backend: BackendOption = "torch",
+        threads: ThreadsOption = None,
         quiet: QuietOption = False,
     ) -> None:
-        """Score a model: a head on labelled data with its thresholds and decision rule (table, JSON, HTML report);
-        an embedding model by retrieval (labelled data), Spearman (scored pairs) or triplet accuracy (triplets)."""
+        """Score a model: its labels on labelled data with its scoring mode, thresholds and decision rule (table,
+        JSON, HTML report); an embedding model by retrieval (labelled data), Spearman (scored pairs) or triplet
+        accuracy (triplets)."""
         if relevance not in RELEVANCE:
             raise CommandError(f"--relevance: expected one of {', '.join(RELEVANCE)}; got {relevance!r}")
         if kind not in ("auto", "labeled", "pairs", "triplets"):
@@ -375,15 +389,22 @@ def register(app: typer.Typer) -> None:
         inputs = {"--data": data, "--labels-file": labels_file}
         check_output_path(json_path, "--json", inputs)
         check_output_path(report, "--report", inputs)
-        model, folder = load_embedding_model(run)
-        apply_long_text(model, long_text)
+        predictor, folder = load_predictor(run, backend=backend, threads=threads, long_text=long_text, encoders=True)
+        model = predictor.model
         options = data_options(file_format, text_column, labels_column, labels_file, labels_format)
-        if model.head is None or kind in ("pairs", "triplets"):
+        if not predicts_labels(model) or kind in ("pairs", "triplets"):
             if report is not None:
-                why = "has no classification head" if model.head is None else f"is scored on {kind} here"
+                why = f"is scored on {kind} here"
+                if not predicts_labels(model):
+                    why = "has no classification head and no kNN index"
                 raise CommandError(
-                    f"--report writes a classification report, which needs labelled data and a model with a "
-                    f"head; {folder} {why} (use --json for the embedding metrics)"
+                    f"--report writes a classification report, which needs labelled data and a model that predicts "
+                    f"labels; {folder} {why} (use --json for the embedding metrics)"
+                )
+            if predictor.backend != "torch":
+                raise CommandError(
+                    f"--backend {predictor.backend}: the embedding metrics (retrieval, pairs, triplets) are measured "
+                    "on the torch backend; drop --backend"
                 )
             dataset = load_dataset(str(data), {**options, "kind": kind})
             if len(dataset) == 0:
@@ -403,21 +424,34 @@ def register(app: typer.Typer) -> None:
                 console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
             return
         dataset = _load_labeled(data, options, model.label_set, unknown_labels)
-        probabilities, embeddings = _probabilities_and_embeddings(model, dataset.texts, batch_size, not quiet)
-        decided = model.decide(probabilities)
+        probabilities, embeddings = predictor.scores_and_embeddings(
+            dataset.texts, batch_size=batch_size, show_progress_bar=not quiet
+        )
+        decided = predictor.decide(probabilities)
         y_true = dataset.labels.to_dense()
-        names = model.label_set.names
+        names = predictor.label_names
+        thresholds = predictor.thresholds
+        frequency = training_label_frequency(model)
         metrics = decision_report(
-            y_true, probabilities, thresholds=model.thresholds, predictions=decided, label_names=names
+            y_true,
+            probabilities,
+            thresholds=thresholds,
+            predictions=decided,
+            label_names=names,
+            label_frequency=frequency,
         )
         header: dict[str, Any] = {"model": str(folder), "data": str(data), "decision_rule": model.decision_rule}
         if model.decision_rule == "top_k":
             header["top_k"] = model.top_k
+        header["scoring"] = model.scoring.to_dict()
+        header["backend"] = predictor.backend
         result = {**header, **metrics}
         rule = model.decision_rule + (f" (k={model.top_k})" if model.decision_rule == "top_k" else "")
-        table = metrics_table({data.name: metrics}, f"{len(dataset)} texts, rule {rule}")
-        rare_f1 = metrics.get("macro_f1_rarest_quarter")  # rarest by support in this data
-        table.add_row("macro_f1_rarest_quarter", "-" if rare_f1 is None else f"{rare_f1:.4f}")
+        title = f"{len(dataset)} texts, rule {rule}, scoring {model.scoring.mode}, backend {predictor.backend}"
+        table = metrics_table({data.name: metrics}, title)
+        rare_f1 = metrics.get("macro_f1_rarest_quarter")
+        rarest_by = "training" if frequency is not None else "support"  # rarest by training positives when known
+        table.add_row(f"macro_f1_rarest_quarter ({rarest_by})", "-" if rare_f1 is None else f"{rare_f1:.4f}")
         console.print(table)
         console.print(_per_label_table(metrics, "per label"))
         if retrieval:
@@ -433,11 +467,12 @@ def register(app: typer.Typer) -> None:
                 label_names=names,
                 y_true=y_true,
                 probabilities=probabilities,
-                thresholds=model.thresholds,
+                thresholds=thresholds,
                 predictions=decided,
                 embeddings=embeddings,
                 metrics=result,
                 title=f"labelspace evaluate: {folder} on {data}",
+                selection=(model.metadata.get("training") or {}).get("selection"),
             )
             console.print(f"wrote report to {report}", soft_wrap=True, highlight=False)
 
@@ -509,7 +544,8 @@ def register(app: typer.Typer) -> None:
             raise CommandError(f"--rare-labels: expected one of {', '.join(RARE_LABEL_RULES)}; got {rare_labels!r}")
         precision_target = _target_option(target_precision, "--target-precision")
         recall_target = _target_option(target_recall, "--target-recall")
-        model, folder = _load_model(run)
+        predictor, folder = _load_label_predictor(run)
+        model = predictor.model
         for option, target in (("--target-precision", precision_target), ("--target-recall", recall_target)):
             per_label_targets(target, option, model.label_set.names)  # bad names/values fail before predicting
         dataset = _load_labeled(
@@ -518,14 +554,14 @@ def register(app: typer.Typer) -> None:
             model.label_set,
             unknown_labels,
         )
-        probabilities = model.predict_proba(dataset.texts, batch_size=batch_size, show_progress_bar=not quiet)
+        probabilities = predictor.predict_proba(dataset.texts, batch_size=batch_size, show_progress_bar=not quiet)
         y_true = dataset.labels.to_dense()
         names = model.label_set.names
         before = decision_report(
             y_true,
             probabilities,
-            thresholds=model.thresholds,
-            predictions=model.decide(probabilities),
+            thresholds=predictor.thresholds,
+            predictions=predictor.decide(probabilities),
             label_names=names,
         )
         tuned = tune_thresholds(
@@ -545,11 +581,12 @@ def register(app: typer.Typer) -> None:
         if rule is not None or top_k is not None:
             model.set_decision_rule(rule or model.decision_rule, top_k if top_k is not None else model.top_k)
         model.metadata["thresholds"] = {**tuned.to_dict(), "tuned_on": str(data)}
+        tuned_predictor = Predictor(model, runner=predictor.runner)  # the new thresholds and rule
         after = decision_report(
             y_true,
             probabilities,
-            thresholds=model.thresholds,
-            predictions=model.decide(probabilities),
+            thresholds=tuned_predictor.thresholds,
+            predictions=tuned_predictor.decide(probabilities),
             label_names=names,
         )
         _save_model_config(model, folder)
@@ -607,9 +644,40 @@ def register(app: typer.Typer) -> None:
             typer.Option("--allow-empty", help="Keep empty or blank texts (they get no labels) instead of stopping."),
         ] = False,
         long_text: LongTextOption = "truncate",
+        backend: BackendOption = "torch",
+        threads: ThreadsOption = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                help="local: this process, JSON lines out; ray: Ray Data, --input DIR_OR_GLOB of Parquet/JSONL "
+                "shards to --output DIR of Parquet shards (pip install 'labelspace[ray]').",
+            ),
+        ] = "local",
+        address: Annotated[
+            str | None,
+            typer.Option(
+                "--address", help="--engine ray: the Ray cluster to join ('auto': the one 'ray start' runs here)."
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", min=1, help="--engine ray: model copies in parallel (default: CPUs / threads)."),
+        ] = None,
         quiet: QuietOption = False,
     ) -> None:
-        """Label texts with the saved thresholds and decision rule; one JSON object a line: text, labels, scores."""
+        """Label texts with the saved scoring mode, thresholds and decision rule; one JSON object a line: text,
+        labels, scores."""
+        if engine not in ENGINES:
+            raise CommandError(f"--engine: expected one of {', '.join(ENGINES)}; got {engine!r}")
+        if engine == "ray":
+            options = {"file_format": file_format, "allow_empty": allow_empty, "backend": backend}
+            options.update(address=address, workers=workers, threads=threads or 1, batch_size=batch_size)
+            options.update(text_column=text_column or "text", long_text=long_text)
+            _predict_on_ray(run, texts, input_path, output, options)
+            return
+        if address is not None or workers is not None:
+            raise CommandError("--address and --workers apply to --engine ray")
         if texts and input_path is not None:
             raise CommandError("give texts or --input FILE, not both")
         if not texts and input_path is None:
@@ -619,23 +687,14 @@ def register(app: typer.Typer) -> None:
             items = read_texts(input_path, file_format=file_format, text_column=text_column, allow_empty=allow_empty)
         else:
             items = list(texts or [])
-            blank = None if allow_empty else _first_blank(items)
+            blank = None if allow_empty else first_blank(items)
             if blank is not None:
                 raise CommandError(f"text {blank + 1} of the command line: {EMPTY_TEXT}")
         if not items:
             raise CommandError(f"{input_path}: no texts to predict (give texts or --input FILE)")
-        model, _ = _load_model(run)
-        apply_long_text(model, long_text)
-        names = model.label_set.names
-        filled = [text for text in items if text.strip()]
+        predictor, _ = _load_label_predictor(run, backend, threads, long_text)
         progress = input_path is not None and not quiet
-        probabilities = np.zeros((0, len(names)), dtype=np.float32)
-        decided = np.zeros((0, len(names)), dtype=bool)
-        if filled:  # blank texts (kept with --allow-empty) are not run through the model: no labels, no scores
-            found = model.predict_proba(filled, batch_size=batch_size, show_progress_bar=progress)
-            probabilities = np.atleast_2d(found)
-            decided = model.decide(probabilities)
-        lines = _prediction_lines(items, probabilities, decided, names)
+        lines = _prediction_lines(items, predictor, batch_size=batch_size, show_progress_bar=progress)
         if output is None:
             for line in lines:
                 sys.stdout.write(line + "\n")

@@ -105,10 +105,8 @@ def run_quickstart(
     # soft_wrap: keep each command on one line, so that it can be copied.
     console.print(f'  labelspace predict {out} "I was charged twice this month"', soft_wrap=True)
     console.print(f"  labelspace evaluate {out} --data YOUR_TEST_FILE --report report.html", soft_wrap=True)
-    console.print(
-        f"  labelspace serve {out}   (the HTTP server is not built yet: it comes with the serving issue)",
-        soft_wrap=True,
-    )
+    # the last line: the HTTP service on http://127.0.0.1:8000 (docs/serving.md)
+    console.print(f"  labelspace serve {out}", soft_wrap=True)
     return {"rows": rows, "report": str(report), "model": str(out / "model"), "minutes": minutes}
 
 

@@ -29,7 +29,8 @@ from labelspace.recipes import (
     parse_loss_terms,
 )
 from labelspace.training import Trainer, TrainingArguments
-from labelspace.training.arguments import default_values
+from labelspace.training.arguments import SCORING_CHOICES, default_values
+from labelspace.training.scoring import describe_scoring
 
 TRAIN_EPILOG = (
     "Example: labelspace train --train train.tsv --dev dev.tsv --out runs/x   (the recommended recipe)\n\n"
@@ -204,6 +205,9 @@ def run_training(
     if output.selection is not None:  # the fine-tuned model against the frozen baseline, on dev
         summary["selection"] = output.selection
         console.print(f"shipped: {output.selection['shipped']} ({output.selection['reason']})")
+    if output.scoring is not None:  # head, knn or hybrid, and why
+        summary["scoring"] = output.scoring
+        console.print(describe_scoring(output.scoring), soft_wrap=True, highlight=False)
     console.print(f"model saved to {output.model_path}")
     return summary
 
@@ -410,6 +414,15 @@ def register(app: typer.Typer) -> None:
                 "model on dev (default: yes).",
             ),
         ] = None,
+        scoring: Annotated[
+            str | None,
+            typer.Option(
+                "--scoring",
+                help="How the saved model scores labels: auto (build a kNN index of the training data and pick "
+                "head, knn or hybrid by dev macro-F1; head without dev data), head (no index), knn or hybrid "
+                f"(head weight tuned on dev) (default {default_values()['scoring']}).",
+            ),
+        ] = None,
         text_column: Annotated[str | None, typer.Option("--text-column", help="Column holding the text.")] = None,
         labels_column: Annotated[str | None, typer.Option("--labels-column", help="Column holding the labels.")] = None,
         labels_file: Annotated[
@@ -461,7 +474,9 @@ def register(app: typer.Typer) -> None:
         config = config.updated(loss_args=head_loss_flags(config, label_smoothing, pos_weight))
         if baseline_candidate is None and "baseline_candidate" not in config.training:
             baseline_candidate = True  # on for `labelspace train` (the library default is off, like threshold tuning)
-        training_flags = {"head_init": head_init, "baseline_candidate": baseline_candidate}
+        if scoring is not None and scoring not in SCORING_CHOICES:
+            raise ValueError(f"--scoring: expected one of {', '.join(SCORING_CHOICES)}; got {scoring!r}")
+        training_flags = {"head_init": head_init, "baseline_candidate": baseline_candidate, "scoring": scoring}
         config = config.updated(
             training={**config.training, **{key: value for key, value in training_flags.items() if value is not None}}
         )

@@ -375,6 +375,28 @@ def _comparison_table(comparisons: Mapping[str, Mapping[str, Any]]) -> str:
     return _table(["", *present], rows)
 
 
+def _selection_section(selection: Mapping[str, Any]) -> list[str]:
+    """The candidates ``labelspace train`` compared on dev, which one shipped and why (`select_candidate`'s record)."""
+    metric = str(selection.get("metric", "metric"))
+    shipped = selection.get("shipped")
+    candidates = selection.get("candidates")
+    if not isinstance(candidates, Mapping) or not candidates:
+        return []
+    rows = [
+        [name, (values or {}).get(metric) if isinstance(values, Mapping) else None, "yes" if name == shipped else ""]
+        for name, values in candidates.items()
+    ]
+    parts = [
+        "<h2>Candidates compared on dev</h2>",
+        '<p class="note">labelspace train keeps the frozen baseline (a linear probe on the pretrained encoder) '
+        "beside the fine-tuned model and ships the better on the dev objective.</p>",
+        _table(["candidate", f"dev {metric}", "shipped"], rows),
+    ]
+    if selection.get("reason"):
+        parts.append(f'<p class="note">{html.escape(str(selection["reason"]))}</p>')
+    return parts
+
+
 def write_report(
     path: str | os.PathLike[str],
     *,
@@ -388,6 +410,7 @@ def write_report(
     comparisons: Mapping[str, Mapping[str, Any]] | None = None,
     title: str = "labelspace report",
     label_frequency: Any = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained HTML evaluation report to ``path`` (atomically) and return the path.
 
@@ -404,6 +427,8 @@ def write_report(
         title: the page title.
         label_frequency: one count per label (e.g. training positives) choosing the rarest quarter of
             labels for the default metrics' ``macro_f1_rarest_quarter`` (default: the positives in ``y_true``).
+        selection: the record of the candidates training compared (``training.selection`` of the model's
+            metadata: ``metric``, ``candidates``, ``shipped``, ``reason``), shown as its own table.
     """
     truth = check_label_matrix(y_true)
     scores = check_scores(probabilities, truth.shape, "probabilities")
@@ -462,6 +487,8 @@ def write_report(
         )
     if comparisons:
         parts += ["<h2>Comparisons</h2>", _comparison_table(comparisons)]
+    if selection:
+        parts += _selection_section(selection)
     columns = ["precision", "recall", "f1", "support", "threshold", "roc_auc", "average_precision"]
     parts += [
         "<h2>Per-label metrics</h2>",

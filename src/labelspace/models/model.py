@@ -36,14 +36,44 @@ from labelspace.models.encoder import Encoder, recover_folder, save_folder_atomi
 from labelspace.models.folder_io import read_json
 from labelspace.models.heads import CONFIG_FILE as HEAD_CONFIG_FILE
 from labelspace.models.heads import ClassificationHead
+from labelspace.models.scoring import LabelIndex, ScoringMode, check_mode_parts, score_embeddings
 
-__all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel", "default_decision_rule"]
+__all__ = ["CONFIG_FILE", "DECISION_RULES", "LabelspaceModel", "default_decision_rule", "resolve_model_folder"]
 
 CONFIG_FILE = "labelspace.json"
 CONFIG_FORMAT = "labelspace.model"
 CONFIG_VERSION = 1
 # DECISION_RULES and default_decision_rule live in labelspace.evaluation.thresholds (the one place for
 # decision rules); they are imported above and stay importable from here.
+RUN_MODEL_SUBFOLDER = "model"
+
+
+def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
+    """The model folder of ``path``: ``path`` itself when it holds ``labelspace.json``, else ``path/model``
+    (the ``--out`` folder of ``labelspace train`` is accepted wherever a model is named).
+
+    Raises FileNotFoundError when ``path`` does not exist and ValueError when it is neither. A replace of
+    the model folder that a killed command left half done is finished or rolled back first (`recover_folder`).
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / "model").mkdir(), (run / "model" / "labelspace.json").write_text("{}")
+        >>> resolve_model_folder(run) == run / "model"
+        True
+    """
+    folder = Path(os.fspath(path)).expanduser()
+    recover_folder(folder)  # heals the folder itself and the model/ or best-model/ inside it
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    if (folder / RUN_MODEL_SUBFOLDER / CONFIG_FILE).is_file():
+        return folder / RUN_MODEL_SUBFOLDER
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such run or model folder")
+    raise ValueError(
+        f"{folder} is neither a model folder (no {CONFIG_FILE}) nor a run folder (no "
+        f"{RUN_MODEL_SUBFOLDER}/{CONFIG_FILE}); pass the --out folder of 'labelspace train' or its model/ subfolder"
+    )
 
 
 def _as_label_set(labels: LabelSet | Sequence[str] | None) -> LabelSet | None:
@@ -109,6 +139,9 @@ class LabelspaceModel(nn.Module):
             ``"threshold"``; see `default_decision_rule`.
         top_k: labels per text for ``"top_k"``.
         metadata: free-form JSON-ready training metadata kept in ``labelspace.json``.
+        scoring: how embeddings become label scores (`ScoringMode`: ``head``, ``knn`` or ``hybrid``;
+            default ``head``); the thresholds and decision rule apply to the scores of this mode.
+        index: the labelled examples of ``knn`` / ``hybrid`` scoring (`LabelIndex`), saved with the model.
 
     Example:
         >>> import tempfile
@@ -134,6 +167,8 @@ class LabelspaceModel(nn.Module):
         decision_rule: str | None = None,
         top_k: int = 1,
         metadata: dict[str, Any] | None = None,
+        scoring: ScoringMode | None = None,
+        index: LabelIndex | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -158,6 +193,12 @@ class LabelspaceModel(nn.Module):
         #: Whether the head holds trained weights (loaded from a saved folder, or after `Trainer.train`);
         #: a fresh head is False, which lets training start it from a linear probe.
         self.head_is_trained = False
+        self.index: LabelIndex | None = None
+        self.scoring = ScoringMode()
+        if index is not None:
+            self.set_index(index)
+        if scoring is not None:
+            self.set_scoring(scoring)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -173,18 +214,25 @@ class LabelspaceModel(nn.Module):
         normalize: bool | None = None,
         max_seq_length: int | None = None,
         seed: int | None = None,
+        load_index: bool = True,
     ) -> LabelspaceModel:
         """Load a saved labelspace folder, or start a model from an encoder (``"minilm"``, a folder, a hub id).
 
         A folder with ``labelspace.json`` loads completely (encoder, head, labels, thresholds); passing
         ``labels`` then must name the same labels. Otherwise the encoder is loaded and, when ``labels``
-        is given, a new head of kind ``head_kind`` is initialised (with ``seed`` when given).
+        is given, a new head of kind ``head_kind`` is initialised (with ``seed`` when given). A run folder
+        (the ``--out`` of ``labelspace train``) loads its ``model/``. ``load_index=False`` leaves the kNN index
+        out (scoring falls back to ``head``), e.g. to replace a damaged one.
         """
         path = Path(os.fspath(name_or_path)).expanduser()
         recover_folder(path)  # a replace of a local folder that a killed save left half done
+        if (path / RUN_MODEL_SUBFOLDER / CONFIG_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+            path = resolve_model_folder(path)  # a run folder: its model
         config_path = path / CONFIG_FILE
         if path.is_dir() and config_path.is_file():
-            model = cls._load_folder(path, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length)
+            model = cls._load_folder(
+                path, load_index=load_index, pooling=pooling, normalize=normalize, max_seq_length=max_seq_length
+            )
             wanted = _as_label_set(labels)
             if wanted is not None and model.label_set != wanted:
                 raise ValueError(
@@ -208,7 +256,7 @@ class LabelspaceModel(nn.Module):
         return cls(encoder, head, label_set)
 
     @classmethod
-    def _load_folder(cls, path: Path, **encoder_options: Any) -> LabelspaceModel:
+    def _load_folder(cls, path: Path, *, load_index: bool = True, **encoder_options: Any) -> LabelspaceModel:
         config_path = path / CONFIG_FILE
         config = read_json(config_path, expected="a labelspace model config")
         if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
@@ -233,7 +281,21 @@ class LabelspaceModel(nn.Module):
                     f"{head_config}: the head expects {head.input_dim}-d embeddings, but the encoder in {path} "
                     f"gives {encoder.dimension}-d ones"
                 )
+        scoring = ScoringMode.from_dict(config.get("scoring"), source=f"{config_path}: scoring")
+        if not load_index:  # the index is left out (e.g. to replace a damaged one): scoring falls back to the head
+            scoring = ScoringMode() if scoring.needs_index else scoring
+        index = LabelIndex.load(path) if load_index and (LabelIndex.exists_in(path) or scoring.needs_index) else None
         model = cls(encoder, head, label_set, **options)
+        if index is not None:
+            try:
+                model.set_index(index)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from error
+        try:
+            if head is not None or scoring.mode != "head":  # an embedding-only model saves the default 'head' mode
+                model.set_scoring(scoring)
+        except ValueError as error:
+            raise ValueError(f"{config_path}: {error}") from error
         model.head_is_trained = head is not None
         return model
 
@@ -288,6 +350,46 @@ class LabelspaceModel(nn.Module):
         self.decision_rule = rule
         self.top_k = top_k
 
+    def set_index(self, index: LabelIndex | None) -> None:
+        """Attach the labelled examples of kNN / hybrid scoring (None removes them and returns to ``head``).
+
+        The index must be built with this model's embeddings (same dimension) over this model's labels.
+        """
+        if index is None:
+            self.index = None
+            if self.scoring.needs_index:
+                self.scoring = ScoringMode()
+            return
+        if self.label_set is None:
+            raise ValueError("a kNN index needs a model with labels (label_set)")
+        if index.label_names != self.label_set.names:
+            raise ValueError(
+                f"the kNN index is over labels {index.label_names}, not the model's {self.label_set.names}"
+            )
+        if index.dimension != self.encoder.dimension:
+            raise ValueError(
+                f"the kNN index holds {index.dimension}-d embeddings, the encoder gives {self.encoder.dimension}-d"
+            )
+        self.index = index
+
+    def set_scoring(self, scoring: ScoringMode | str, **options: Any) -> None:
+        """Set the scoring mode: a `ScoringMode`, or a mode name with its options (``head_weight``, ``k``).
+
+        ``knn`` and ``hybrid`` need an index (`set_index`); ``head`` and ``hybrid`` a head.
+
+        Example:
+            >>> import tempfile
+            >>> from labelspace.models.testing import tiny_model_folder
+            >>> model = LabelspaceModel.from_pretrained(tiny_model_folder(tempfile.mkdtemp()), labels=["joy", "anger"])
+            >>> model.set_scoring("knn")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: scoring mode 'knn' needs a kNN index and the model has none; build one with ...
+        """
+        mode = scoring if isinstance(scoring, ScoringMode) else ScoringMode(scoring, **options)
+        check_mode_parts(mode, has_head=self.head is not None, has_index=self.index is not None)
+        self.scoring = mode
+
     # ------------------------------------------------------------------ forward / inference
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings (with gradients) of a tokenised batch."""
@@ -312,10 +414,44 @@ class LabelspaceModel(nn.Module):
             chunk_overlap=chunk_overlap,
         )
 
-    def _require_head(self) -> ClassificationHead:
+    @property
+    def predicts_labels(self) -> bool:
+        """Whether the model scores labels: it has labels and a classification head or a kNN index (or both);
+        otherwise it only embeds."""
+        return self.label_set is not None and (self.head is not None or self.index is not None)
+
+    def _require_labels(self) -> LabelSet:
+        if not self.predicts_labels:
+            raise ValueError(
+                "this model has neither a classification head nor a kNN index: train it with labels to predict them"
+            )
+        return self.label_set
+
+    def head_probabilities(self, embeddings: Any) -> np.ndarray:
+        """The head's N x L float32 probabilities (sigmoid for multi-label heads) of N embeddings."""
         if self.head is None:
             raise ValueError("this model has no classification head: train it with labels to predict them")
-        return self.head
+        head = self.head
+        was_training = head.training
+        head.eval()
+        try:
+            with torch.inference_mode():
+                vectors = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(self.device)
+                return head.predict_proba(vectors).float().cpu().numpy()
+        finally:
+            head.train(was_training)
+
+    def score_embeddings(self, embeddings: Any, head_probabilities: Any = None) -> np.ndarray:
+        """N x L label scores of the model's scoring mode from N embeddings (`labelspace.models.scoring`).
+
+        ``head_probabilities``: the head's probabilities of the same texts when another backend (ONNX)
+        already computed them; by default the head computes them here when the mode needs them.
+        """
+        self._require_labels()
+        vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        if head_probabilities is None and self.scoring.needs_head and self.head is not None:
+            head_probabilities = self.head_probabilities(vectors)
+        return score_embeddings(self.scoring, vectors, head_probabilities=head_probabilities, index=self.index)
 
     def predict_proba(
         self,
@@ -326,46 +462,44 @@ class LabelspaceModel(nn.Module):
         long_text: str | None = None,
         chunk_overlap: int | None = None,
     ) -> np.ndarray:
-        """Per-label probabilities, ``N x L`` float32 (sigmoid for multi-label heads), of the embeddings
-        `encode` gives (``long_text`` / ``chunk_overlap`` as there)."""
-        head = self._require_head()
+        """Per-label scores, ``N x L`` float32, of the model's scoring mode (``head``: the head's probabilities)
+        for the embeddings `encode` gives (``long_text`` / ``chunk_overlap`` as there)."""
+        self._require_labels()
         single = isinstance(texts, str)
-        embeddings = self.encoder.encode(
+        embeddings = self.encode(
             [texts] if single else list(texts),
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
-            convert_to_numpy=False,
             long_text=long_text,
             chunk_overlap=chunk_overlap,
         )
-        was_training = head.training
-        head.eval()
-        try:
-            with torch.inference_mode():
-                probabilities = head.predict_proba(embeddings.to(self.device)).float().cpu().numpy()
-        finally:
-            head.train(was_training)
+        probabilities = self.score_embeddings(embeddings)
         return probabilities[0] if single else probabilities
 
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        """Boolean ``N x L`` decisions from probabilities, with the thresholds and decision rule."""
+    def decide(self, probabilities: np.ndarray, thresholds: Any = None) -> np.ndarray:
+        """Boolean ``N x L`` decisions from probabilities, with the decision rule at the model's thresholds
+        (or at ``thresholds``, e.g. those re-tuned for an int8 graph)."""
         probabilities = np.atleast_2d(np.asarray(probabilities))
         k = max(1, min(self.top_k, probabilities.shape[1]))
-        return apply_decision_rule(probabilities, self.thresholds, rule=self.decision_rule, k=k)
+        cut = self.thresholds if thresholds is None else thresholds
+        return apply_decision_rule(probabilities, cut, rule=self.decision_rule, k=k)
+
+    def label_lists(self, probabilities: np.ndarray, decisions: np.ndarray | None = None) -> list[list[str]]:
+        """The label names chosen for each row, most probable first (``decisions`` default: `decide`)."""
+        probabilities = np.atleast_2d(np.asarray(probabilities))
+        chosen = self.decide(probabilities) if decisions is None else np.atleast_2d(np.asarray(decisions, dtype=bool))
+        names = np.asarray(self.label_set.names if self.label_set else [], dtype=object)
+        order = np.argsort(-probabilities, axis=1, kind="stable")
+        ranked_chosen = np.take_along_axis(chosen, order, axis=1)
+        return [names[order[row][ranked_chosen[row]]].tolist() for row in range(len(chosen))]
 
     def predict(
         self, texts: str | Iterable[str], batch_size: int = 32, *, long_text: str | None = None
     ) -> list[list[str]]:
-        """The label names predicted for each text (``long_text`` as in `encode`)."""
+        """The label names predicted for each text, most probable first (``long_text`` as in `encode`)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        probabilities = np.atleast_2d(self.predict_proba(texts, batch_size=batch_size, long_text=long_text))
-        chosen = self.decide(probabilities)
-        names = np.asarray(self.label_set.names if self.label_set else [], dtype=object)
-        # Labels in descending probability order within each text.
-        order = np.argsort(-probabilities, axis=1, kind="stable")
-        ranked_chosen = np.take_along_axis(chosen, order, axis=1)
-        return [names[order[i][ranked_chosen[i]]].tolist() for i in range(len(chosen))]
+        return self.label_lists(self.predict_proba(texts, batch_size=batch_size, long_text=long_text))
 
     # ------------------------------------------------------------------ saving
     def config(self) -> dict[str, Any]:
@@ -378,6 +512,7 @@ class LabelspaceModel(nn.Module):
             "thresholds": self.thresholds.tolist(),
             "decision_rule": self.decision_rule,
             "top_k": self.top_k,
+            "scoring": self.scoring.to_dict(),
             "encoder": {
                 "pooling": self.encoder.pooling,
                 "normalize": self.encoder.normalize,
@@ -396,6 +531,8 @@ class LabelspaceModel(nn.Module):
         self.encoder.write_folder(folder)
         if self.head is not None:
             self.head.save(folder)
+        if self.index is not None:
+            self.index.save(folder)
         (folder / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
 
     def extra_repr(self) -> str:

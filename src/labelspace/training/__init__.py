@@ -4,7 +4,8 @@ Modules: ``arguments`` (`TrainingArguments`, the one place of training defaults)
 (optimizer groups, learning-rate schedule), ``callbacks`` (`Callback`, `TrainerState`, early
 stopping, and the built-in progress / logging / TensorBoard / evaluation / checkpoint callbacks),
 ``evaluation`` (evaluation on the decisions the model ships, threshold tuning during the run),
-``checkpoint`` (checkpoint files, run fingerprint) and ``trainer`` (the loop).
+``checkpoint`` (checkpoint files, run fingerprint), ``scoring`` (the kNN index and the scoring mode, head,
+knn or hybrid, chosen on dev at the end of a run) and ``trainer`` (the loop).
 
 The data-parallel helpers the losses use live a layer below, in `labelspace.parallel`. Names are
 imported lazily so that importing this package stays cheap.

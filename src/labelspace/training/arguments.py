@@ -21,6 +21,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from labelspace.evaluation.thresholds import DECISION_RULES, OBJECTIVES
+from labelspace.models.scoring import SCORING_MODES
 from labelspace.samplers.names import MULTI_DATASET_SAMPLING, check_sampler_choice
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "PROBE_C",
     "PROBE_MAX_ITER",
     "SCHEDULERS",
+    "SCORING_CHOICES",
     "TrainingArguments",
     "default_values",
     "fit_to_data_size",
@@ -44,6 +46,8 @@ SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 #: How a fresh run's classification head starts: the linear probe on frozen embeddings, or at random.
 HEAD_INITS: tuple[str, ...] = ("probe", "random")
+#: How the model that ships scores labels (`TrainingArguments.scoring`): chosen on dev, or one of the modes.
+SCORING_CHOICES: tuple[str, ...] = ("auto", *SCORING_MODES)
 #: ``max_iter`` of the linear probe's ``LogisticRegression`` (its ``C`` is ``TrainingArguments.probe_c``).
 PROBE_MAX_ITER = 1000
 #: The linear probe's default inverse regularisation strength, scikit-learn's ``C``.
@@ -106,6 +110,13 @@ class TrainingArguments:
             scores strictly better on ``eval_metric``; ``metrics.json`` says which shipped and why.
             Costs one CPU copy of the starting weights while training. Off by default here (a library
             user's model is not silently swapped for its starting weights); `labelspace train` turns it on.
+        scoring: how the model that ships scores labels (`labelspace.training.scoring`): ``"auto"`` (default)
+            builds a kNN index of the labeled training data and picks ``head``, ``knn`` or ``hybrid`` (head
+            weight tuned) by the dev ``eval_metric`` (macro_f1 unless micro_f1), after the best weights are
+            back and before the final threshold tuning; ``auto`` means ``head`` without labeled train and
+            eval data. ``"head"`` builds no index; ``"knn"`` and ``"hybrid"`` are used as asked (``hybrid``
+            needs an eval set). With ``baseline_candidate``, the fine-tuned model is compared in its chosen
+            mode; the baseline (head only) competes only with ``auto`` or ``head``.
         eval_steps: evaluate every this many steps (None: at the end of each epoch).
         eval_metric: the metric that picks the best model (default: ``macro_f1`` for a model with a
             head, ``map_at_r`` for labeled data without one, ``spearman`` for pairs,
@@ -156,6 +167,7 @@ class TrainingArguments:
     head_init: str = "probe"
     probe_c: float = PROBE_C
     baseline_candidate: bool = False
+    scoring: str = "auto"
     eval_steps: int | None = None
     eval_metric: str | None = None
     greater_is_better: bool | None = None
@@ -249,6 +261,10 @@ class TrainingArguments:
         _check(
             isinstance(self.probe_c, (int, float)) and not isinstance(self.probe_c, bool) and self.probe_c > 0,
             f"probe_c must be a number > 0, got {self.probe_c!r}",
+        )
+        _check(
+            self.scoring in SCORING_CHOICES,
+            f"scoring must be one of {', '.join(SCORING_CHOICES)}, got {self.scoring!r}",
         )
         _check(
             isinstance(self.baseline_candidate, bool),

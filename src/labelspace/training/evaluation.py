@@ -6,9 +6,10 @@ after tuning the thresholds on the eval set when ``TrainingArguments.tune_thresh
 the metric that picks the best model is the metric of the decisions that ship with it. Other data
 (no head, pairs, triplets) is measured by `labelspace.evaluation.model_metrics.evaluate_model`.
 
-The thresholds are tuned by `labelspace.evaluation.tune_thresholds` and the decisions made by
-`labelspace.evaluation.thresholds.apply_decision_rule` (through ``model.decide``); nothing here
-decides a label itself.
+The scores and decisions come from `labelspace.inference.Predictor`, the path every prediction takes
+(the model's scoring mode: head, kNN or hybrid; its thresholds and decision rule, applied by
+`labelspace.evaluation.thresholds.apply_decision_rule`); the thresholds are tuned by
+`labelspace.evaluation.tune_thresholds`. Nothing here scores or decides a label itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from labelspace.evaluation.classification import classification_report
 from labelspace.evaluation.model_metrics import evaluate_model
 from labelspace.evaluation.report import decision_report
 from labelspace.evaluation.thresholds import ThresholdResult, tune_thresholds
+from labelspace.inference.predictor import Predictor
 from labelspace.models.model import LabelspaceModel
 from labelspace.training.arguments import TrainingArguments
 
@@ -62,14 +64,17 @@ def evaluate_shipped(
         >>> sorted(result.reports), model.decision_rule, result.metrics == result.reports["tuned"]
         (['global 0.5', 'tuned'], 'at_least_one', True)
     """
-    if not isinstance(dataset, LabeledDataset) or model.head is None:
+    if not isinstance(dataset, LabeledDataset) or not model.predicts_labels:
         return Evaluation(evaluate_model(model, dataset, batch_size=args.eval_batch_size))
     y_true = dataset.labels.to_dense()
     names = model.label_set.names if model.label_set is not None else None
-    probabilities = model.predict_proba(dataset.texts, batch_size=args.eval_batch_size, show_progress_bar=False)
+    predictor = Predictor(model)
+    probabilities = predictor.predict_proba(dataset.texts, batch_size=args.eval_batch_size, show_progress_bar=False)
     tuning = None
     tune = args.tune_thresholds if tune is None else tune
-    if tune and model.head.kind == "multi_label":
+    # kNN votes, like sigmoid outputs, score each label on its own: only a softmax head has other decisions.
+    multi_label = model.head is None or model.head.kind == "multi_label"
+    if tune and multi_label:
         tuning = tune_thresholds(
             y_true,
             probabilities,
@@ -82,11 +87,11 @@ def evaluate_shipped(
         model.set_decision_rule(args.decision_rule, model.top_k)
         model.metadata["thresholds"] = {**tuning.to_dict(), "tuned_on": dataset.source or "eval_dataset"}
     # With the plain threshold rule the decisions are the thresholded probabilities themselves.
-    decided = None if model.decision_rule == "threshold" else model.decide(probabilities)
+    decided = None if model.decision_rule == "threshold" else predictor.decide(probabilities)
     shipped = decision_report(
         y_true, probabilities, thresholds=model.thresholds, predictions=decided, label_names=names
     )
-    if model.head.kind != "multi_label":
+    if not multi_label:
         single = model.decision_rule == "top_k" and model.top_k == 1
         return Evaluation(shipped, {"argmax" if single else "model": shipped})
     reports = {"global 0.5": classification_report(y_true, probabilities, thresholds=0.5, label_names=names)}

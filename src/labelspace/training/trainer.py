@@ -78,6 +78,7 @@ from labelspace.training.checkpoint import (
 from labelspace.training.evaluation import FINE_TUNED, FROZEN_BASELINE, Evaluation, evaluate_shipped, select_candidate
 from labelspace.training.optim import build_optimizer, build_scheduler
 from labelspace.training.probe import linear_probe
+from labelspace.training.scoring import baseline_scoring, check_scoring_request, tune_run_scoring
 
 __all__ = ["SAMPLERS", "SCHEDULERS", "TrainOutput", "Trainer", "TrainingArguments"]
 
@@ -89,7 +90,8 @@ class TrainOutput:
     """What `Trainer.train` returns.
 
     ``metrics`` is the evaluation of the final model (what ``metrics.json`` holds, without the
-    reports); ``reports`` the decision reports of labeled data with a head (`Evaluation.reports`).
+    reports); ``reports`` the decision reports of labeled data with a head (`Evaluation.reports`);
+    ``scoring`` the record of its scoring mode (`labelspace.training.scoring`; None for a model without labels).
     """
 
     global_step: int
@@ -100,6 +102,7 @@ class TrainOutput:
     model_path: str | None = None
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
+    scoring: dict[str, Any] | None = None
 
 
 @dataclass
@@ -187,6 +190,12 @@ class Trainer:
                 raise ValueError(f"train dataset {name!r} is empty")
         self.losses = self._resolve_losses(loss)
         self.eval_dataset = eval_dataset
+        check_scoring_request(  # before training, not after it
+            self.args.scoring,
+            model,
+            has_train=bool(self._labeled_train_data()),
+            has_dev=isinstance(eval_dataset, LabeledDataset),
+        )
         self.callbacks: list[Callback] = default_callbacks(self.args, evaluate=eval_dataset is not None)
         self.callbacks += list(callbacks or [])
         if self.args.early_stopping_patience is not None:
@@ -292,6 +301,7 @@ class Trainer:
         ``tune_thresholds`` is on), and ``model/`` and ``metrics.json`` are written, once.
         """
         self._setup()
+        self.model.set_index(None)  # the encoder is about to change: an index of its embeddings would be stale
         if resume_from_checkpoint:
             self._resume(resume_from_checkpoint)
         if self.state.global_step == 0:
@@ -318,6 +328,7 @@ class Trainer:
             and head.kind != "regression"
             and isinstance(self.eval_dataset, LabeledDataset)
             and bool(self._labeled_train_data())
+            and self.args.scoring in ("auto", "head")  # the baseline scores with its head
         )
 
     def _start_head(self) -> None:
@@ -505,6 +516,10 @@ class Trainer:
         head, ``"dev"``: the decision reports (``"global 0.5"``, and ``"tuned"`` when the thresholds
         were tuned; ``"argmax"`` for a single-label head), as `Evaluation` describes.
 
+        First the scoring mode of the model that ships is chosen (``scoring``, `tune_run_scoring`: the kNN
+        index is built and the mode picked on the eval set), so that the thresholds are tuned for that mode;
+        ``metrics.json`` and the model's metadata keep the record under ``"scoring"``.
+
         With a frozen baseline candidate (``baseline_candidate``) the fine-tuned model and the baseline
         are compared on the eval metric (`select_candidate`: the baseline ships only when strictly
         better); ``metrics.json`` then also holds ``"candidates"`` (each one's value), ``"shipped"`` (its
@@ -514,6 +529,14 @@ class Trainer:
         if evaluation is not None and self.args.load_best_model_at_end:
             evaluation.restore_best(self)
         main = distributed.is_main_process()
+        # The scoring mode first: the final evaluation tunes the thresholds for it, and the candidates compare in it.
+        scoring = (
+            tune_run_scoring(
+                self.model, self._labeled_train_data(), self.eval_dataset, self.args, metric=self.state.metric_name
+            )
+            if main
+            else None
+        )
         final = evaluate_shipped(self.model, self.eval_dataset, self.args) if main and evaluation else Evaluation({})
         selection = None
         if main and evaluation is not None and self.baseline is not None and self.state.metric_name:
@@ -524,9 +547,12 @@ class Trainer:
             if selection["shipped"] == FROZEN_BASELINE:
                 self._ship_baseline()
                 final = self.baseline.evaluation
+                scoring = baseline_scoring(self.model, scoring)
         self.model.train()
         self.model.head_is_trained = self.model.head is not None
         model_path = None
+        if scoring is not None:
+            self.model.metadata["scoring"] = scoring
         if main and self.output_dir is not None:
             self.model.metadata.update(self._metadata())
             if selection is not None:
@@ -537,6 +563,8 @@ class Trainer:
                 if selection is not None:
                     saved.update(candidates=selection["candidates"], shipped=selection["shipped"])
                     saved["shipped_because"] = selection["reason"]
+                if scoring is not None:
+                    saved["scoring"] = scoring
                 atomic_write_text(self.output_dir / "metrics.json", json.dumps(saved, indent=2) + "\n")
             shutil.rmtree(self.output_dir / "baseline-model", ignore_errors=True)  # only kept for a resume
         self.fire("on_train_end")
@@ -550,7 +578,23 @@ class Trainer:
             model_path=model_path,
             reports=final.reports,
             selection=selection,
+            scoring=scoring,
         )
+
+    def _label_counts(self) -> dict[str, int] | None:
+        """Training positives per label name over the labelled datasets (None without labels): what picks the
+        rarest quarter of labels when the model is evaluated later (`labelspace evaluate`)."""
+        if self.model.label_set is None:
+            return None
+        names = self.model.label_set.names
+        counts = dict.fromkeys(names, 0)
+        for dataset in self.datasets.values():
+            if isinstance(dataset, LabeledDataset):
+                totals = dataset.labels.to_dense().sum(axis=0)
+                for name, total in zip(dataset.label_set.names, totals.tolist(), strict=True):
+                    if name in counts:
+                        counts[name] += int(total)
+        return counts
 
     def _metadata(self) -> dict[str, Any]:
         return {
@@ -558,6 +602,7 @@ class Trainer:
                 "steps": self.state.global_step,
                 "losses": {name: loss.name for name, loss in self.losses.items()},
                 "datasets": {name: {"kind": type(ds).__name__, "size": len(ds)} for name, ds in self.datasets.items()},
+                "label_counts": self._label_counts(),
                 "args": {k: v for k, v in self.args.to_dict().items() if k != "output_dir"},
                 "eval_metric": self.state.metric_name,
                 "best_metric": self.state.best_metric,
