@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,10 +31,11 @@ from labelspace.data.tables import (
     read_table,
 )
 from labelspace.errors import LabelspaceError
+from labelspace.files import atomic_write_text
 from labelspace.inference import BACKENDS, Predictor, TorchRunner, set_threads
 from labelspace.models import LabelspaceModel
 from labelspace.models.encoder import LONG_TEXT_MODES, resolve_model_path
-from labelspace.models.model import resolve_model_folder
+from labelspace.models.model import CONFIG_FILE, resolve_model_folder
 
 __all__ = [
     "DATA_OPTIONS",
@@ -407,3 +409,33 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
         values = [rows[name].get(key) for name in rows]
         table.add_row(key, *("-" if value is None else f"{value:.4f}" for value in values))
     return table
+
+
+def load_labeled_over(
+    path: Path, options: dict[str, Any], label_set: Any, unknown_labels: str = "error", *, purpose: str = ""
+) -> Any:
+    """A labelled data file re-expressed over a model's ``label_set`` (``purpose`` ends the no-texts message).
+
+    Labels the model does not know are an error, or with ``unknown_labels="ignore"`` dropped from
+    the rows with a warning naming each label and its row count.
+    """
+    if unknown_labels not in ("error", "ignore"):
+        raise CommandError(f"--unknown-labels: expected error or ignore; got {unknown_labels!r}")
+    dataset = load_dataset(str(path), options)
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: no texts{purpose}")
+    known_as = f"the model's {len(label_set)} labels"
+    dataset, dropped = dataset.with_label_set(
+        label_set, unknown_labels=unknown_labels, where=str(path), known_as=known_as
+    )
+    warn_dropped_labels(str(path), dropped, known_as)
+    return dataset
+
+
+def save_model_config(model: LabelspaceModel, folder: Path) -> None:
+    """Rewrite only the model folder's ``labelspace.json`` (thresholds, decision rule, scoring, metadata), atomically.
+
+    The encoder, head and index files are left as they are, and so is anything a user added to the model
+    folder or to the run folder around it (rewriting the whole folder would drop those).
+    """
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")

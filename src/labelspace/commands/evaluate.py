@@ -42,11 +42,12 @@ from labelspace.commands.common import (
     data_options,
     first_blank,
     load_dataset,
+    load_labeled_over,
     load_predictor,
     metrics_table,
     read_texts,
     resolve_model_folder,
-    warn_dropped_labels,
+    save_model_config,
 )
 from labelspace.commands.paths import check_output_path
 from labelspace.data import LabeledDataset, PairDataset
@@ -59,7 +60,7 @@ from labelspace.files import atomic_write_text
 from labelspace.inference import Predictor
 from labelspace.integrations.ray import SUMMARY_FILE, predict_files
 from labelspace.models import LabelspaceModel
-from labelspace.models.model import CONFIG_FILE, DECISION_RULES
+from labelspace.models.model import DECISION_RULES
 from labelspace.models.scoring import BUILD_INDEX_COMMAND
 
 __all__ = [
@@ -150,34 +151,6 @@ def _load_label_predictor(
     predictor, folder = load_predictor(run, backend=backend, threads=threads, long_text=long_text)
     _require_labels(predictor.model, folder)
     return predictor, Path(folder)
-
-
-def _load_labeled(path: Path, options: dict[str, Any], label_set: Any, unknown_labels: str = "error") -> Any:
-    """A labelled data file re-expressed over the model's ``label_set``.
-
-    Labels the model does not know are an error, or with ``unknown_labels="ignore"`` dropped from
-    the rows with a warning naming each label and its row count.
-    """
-    if unknown_labels not in ("error", "ignore"):
-        raise CommandError(f"--unknown-labels: expected error or ignore; got {unknown_labels!r}")
-    dataset = load_dataset(str(path), options)
-    if len(dataset) == 0:
-        raise ValueError(f"{path}: no texts")
-    known_as = f"the model's {len(label_set)} labels"
-    dataset, dropped = dataset.with_label_set(
-        label_set, unknown_labels=unknown_labels, where=str(path), known_as=known_as
-    )
-    warn_dropped_labels(str(path), dropped, known_as)
-    return dataset
-
-
-def _save_model_config(model: Any, folder: Path) -> None:
-    """Rewrite only the model folder's ``labelspace.json`` (thresholds, decision rule, metadata), atomically.
-
-    The encoder and head files are left as they are, and so is anything a user added to the model
-    folder or to the run folder around it (rewriting the whole folder would drop those).
-    """
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
 
 
 def parse_label_values(items: Iterable[str], option: str) -> dict[str, float]:
@@ -423,7 +396,7 @@ def register(app: typer.Typer) -> None:
                 atomic_write_text(json_path, text + "\n")
                 console.print(f"wrote metrics to {json_path}", soft_wrap=True, highlight=False)
             return
-        dataset = _load_labeled(data, options, model.label_set, unknown_labels)
+        dataset = load_labeled_over(data, options, model.label_set, unknown_labels)
         probabilities, embeddings = predictor.scores_and_embeddings(
             dataset.texts, batch_size=batch_size, show_progress_bar=not quiet
         )
@@ -548,7 +521,7 @@ def register(app: typer.Typer) -> None:
         model = predictor.model
         for option, target in (("--target-precision", precision_target), ("--target-recall", recall_target)):
             per_label_targets(target, option, model.label_set.names)  # bad names/values fail before predicting
-        dataset = _load_labeled(
+        dataset = load_labeled_over(
             data,
             data_options(file_format, text_column, labels_column, labels_file, labels_format),
             model.label_set,
@@ -589,7 +562,7 @@ def register(app: typer.Typer) -> None:
             predictions=tuned_predictor.decide(probabilities),
             label_names=names,
         )
-        _save_model_config(model, folder)
+        save_model_config(model, folder)
         console.print(metrics_table({"before": before, "after": after}, f"{data} ({len(dataset)} texts)"))
         fell_back = int(tuned.fell_back.sum())
         got = "the fallback" if rare_labels == "global" else "a threshold shrunk toward the fallback"
@@ -618,7 +591,7 @@ def register(app: typer.Typer) -> None:
         record["thresholds"] = model.thresholds.tolist()
         record["set_by_hand"] = {**(record.get("set_by_hand") or {}), **values}
         model.metadata["thresholds"] = record
-        _save_model_config(model, folder)
+        save_model_config(model, folder)
         names = model.label_set.names
         for name in values:
             index = names.index(name)

@@ -10,9 +10,8 @@ rewritten, each atomically; the encoder and head files stay as they are.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -29,12 +28,11 @@ from labelspace.commands.common import (
     UnknownLabelsOption,
     console,
     data_options,
-    load_dataset,
+    load_labeled_over,
     metrics_table,
     resolve_model_folder,
-    warn_dropped_labels,
+    save_model_config,
 )
-from labelspace.files import atomic_write_text
 from labelspace.models import LabelspaceModel
 from labelspace.models.folder_io import read_json
 from labelspace.models.model import CONFIG_FILE
@@ -86,21 +84,6 @@ def _saved_mode(folder: Path) -> ScoringMode:
         return ScoringMode()
 
 
-def _labelled(path: Path, options: dict[str, Any], model: LabelspaceModel, unknown_labels: str) -> Any:
-    """The labelled data in ``path`` over the model's labels; no texts, or a label the model lacks, is an error."""
-    if unknown_labels not in ("error", "ignore"):
-        raise CommandError(f"--unknown-labels: expected error or ignore; got {unknown_labels!r}")
-    dataset = load_dataset(str(path), options)
-    if len(dataset) == 0:
-        raise ValueError(f"{path}: no texts to build the index from")
-    known_as = f"the model's {len(model.label_set)} labels"
-    dataset, dropped = dataset.with_label_set(
-        model.label_set, unknown_labels=unknown_labels, where=str(path), known_as=known_as
-    )
-    warn_dropped_labels(str(path), dropped, known_as)
-    return dataset
-
-
 @index_app.command("build", epilog=INDEX_BUILD_EPILOG)
 def build_command(
     run: Annotated[Path, typer.Argument(help="Run folder (from 'labelspace train') or model folder.")],
@@ -146,8 +129,9 @@ def build_command(
             f"{folder} has no labels (an embedding-only model): a kNN index scores labels, so train it with labels"
         )
     options = data_options(file_format, text_column, labels_column, labels_file, labels_format)
-    train = _labelled(data, options, model, unknown_labels)
-    dev_data = _labelled(dev, options, model, unknown_labels) if dev is not None else None
+    purpose = " to build the index from"
+    train = load_labeled_over(data, options, model.label_set, unknown_labels, purpose=purpose)
+    dev_data = load_labeled_over(dev, options, model.label_set, unknown_labels) if dev is not None else None
     if old_index_problem is not None:
         typer.echo(f"labelspace: warning: the old kNN index is replaced: {old_index_problem}", err=True)
     saved = _saved_mode(folder)
@@ -184,7 +168,7 @@ def build_command(
     model.metadata["scoring"] = record
     assert model.index is not None
     model.index.save(folder)  # each index file atomically, then the config that names the mode
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(model.config(), indent=2) + "\n")
+    save_model_config(model, folder)
     console.print(
         f"wrote a kNN index of {len(model.index)} examples ({precision}) to {folder}", soft_wrap=True, highlight=False
     )
