@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     test = goemotions("test", data_dir=args.goemotions)
     texts = list(test.texts[: args.limit])
-    y_true = test.labels.to_dense()[: len(texts)]
     minilm = Path(resolve_model_path("minilm"))
 
     rows: list[tuple[str, float | None, float | None, str]] = []  # (name, texts/s, macro-F1, note)
@@ -190,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
             backend: Predictor.load(run, backend=backend, threads=args.threads) for backend in LABELSPACE_BACKENDS
         }
         max_seq_length = predictors["torch"].model.encoder.max_seq_length
+        # The test labels in the model's label order (labels.txt order and a model's order may differ).
+        label_set = predictors["torch"].model.label_set
+        labelled = test.with_label_set(label_set)[0] if args.run is not None else test
+        y_true = labelled.labels.to_dense()[: len(texts)]
         print(
             f"{len(texts)} GoEmotions test texts, {args.threads} threads, batch size {args.batch_size}, "
             f"max_seq_length {max_seq_length}, best of {args.repeats}; {cpu_name()}; torch {torch.__version__}",

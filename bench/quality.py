@@ -7,8 +7,8 @@ Rows (all evaluated on the test split):
   labels with fewer than 5 dev positives get the global micro-F1 threshold);
 - ``today``: ``labelspace train`` with the recipe as it was before issue 14, pinned by explicit
   settings (a YAML config: 3 epochs, encoder lr 1e-4, head lr 2e-2, 10% warmup, no early
-  stopping, no pos_weight, max_seq_length 128, a random head, no frozen-baseline candidate), so
-  later default changes do not move this row;
+  stopping, no pos_weight, max_seq_length 128, a random head, no frozen-baseline candidate, head
+  scoring without a kNN index), so later default changes do not move this row;
 - ``new``: ``labelspace train --train T --dev D --out O`` with nothing else: today's defaults.
 
 Columns: macro-F1 with the shipped (tuned) decisions, micro-F1, macro average precision, macro-F1
@@ -68,7 +68,7 @@ TODAY_RECIPE: dict[str, Any] = {
     "early_stopping_patience": None,
     "max_seq_length": 128,
     "loss_args": {"bce": {"pos_weight": None}},
-    "training": {"head_init": "random", "baseline_candidate": False},
+    "training": {"head_init": "random", "baseline_candidate": False, "scoring": "head"},
 }
 COLUMNS = ("macro-F1 (tuned)", "micro-F1", "macro AP", "rarest-quarter macro-F1", "train time (s)")
 
