@@ -69,7 +69,6 @@ __all__ = [
     "SET_THRESHOLDS_EPILOG",
     "TUNE_EPILOG",
     "parse_label_values",
-    "predicts_labels",
     "read_texts",
     "register",
     "resolve_model_folder",
@@ -113,23 +112,8 @@ def training_label_frequency(model: LabelspaceModel) -> np.ndarray | None:
     return np.array([counts[name] for name in names], dtype=np.int64)
 
 
-def predicts_labels(model: LabelspaceModel) -> bool:
-    """Whether ``model`` can score labels (`LabelspaceModel.predicts_labels`: labels and a head or a kNN index).
-
-    Example:
-        >>> import tempfile
-        >>> from labelspace.models.testing import tiny_model_folder
-        >>> encoder = tiny_model_folder(tempfile.mkdtemp())
-        >>> predicts_labels(LabelspaceModel.from_pretrained(encoder, labels=["a"]))
-        True
-        >>> predicts_labels(LabelspaceModel.from_pretrained(encoder))
-        False
-    """
-    return model.predicts_labels
-
-
 def _require_labels(model: LabelspaceModel, folder: Any) -> None:
-    if not predicts_labels(model):
+    if not model.predicts_labels:
         raise ValueError(
             f"{folder} has neither a classification head nor a kNN index (an embedding-only model): it cannot "
             f"predict labels; train it with labels, or build an index with `{BUILD_INDEX_COMMAND}`"
@@ -365,10 +349,10 @@ def register(app: typer.Typer) -> None:
         predictor, folder = load_predictor(run, backend=backend, threads=threads, long_text=long_text, encoders=True)
         model = predictor.model
         options = data_options(file_format, text_column, labels_column, labels_file, labels_format)
-        if not predicts_labels(model) or kind in ("pairs", "triplets"):
+        if not model.predicts_labels or kind in ("pairs", "triplets"):
             if report is not None:
                 why = f"is scored on {kind} here"
-                if not predicts_labels(model):
+                if not model.predicts_labels:
                     why = "has no classification head and no kNN index"
                 raise CommandError(
                     f"--report writes a classification report, which needs labelled data and a model that predicts "

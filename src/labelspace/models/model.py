@@ -417,7 +417,17 @@ class LabelspaceModel(nn.Module):
     @property
     def predicts_labels(self) -> bool:
         """Whether the model scores labels: it has labels and a classification head or a kNN index (or both);
-        otherwise it only embeds."""
+        otherwise it only embeds.
+
+        Example:
+            >>> import tempfile
+            >>> from labelspace.models.testing import tiny_model_folder
+            >>> encoder = tiny_model_folder(tempfile.mkdtemp())
+            >>> LabelspaceModel.from_pretrained(encoder, labels=["a"]).predicts_labels
+            True
+            >>> LabelspaceModel.from_pretrained(encoder).predicts_labels
+            False
+        """
         return self.label_set is not None and (self.head is not None or self.index is not None)
 
     def _require_labels(self) -> LabelSet:

@@ -67,7 +67,7 @@ from labelspace import __version__
 from labelspace.inference.predictor import Predictor
 from labelspace.models.scoring import BUILD_INDEX_COMMAND
 from labelspace.serve.metrics import CONTENT_TYPE, route_label
-from labelspace.serve.service import ApiError, Service, predictor_can_label
+from labelspace.serve.service import ApiError, Service
 from labelspace.serve.settings import ServeSettings
 
 __all__ = ["ERROR_TYPES", "create_app"]
@@ -488,7 +488,7 @@ def create_app(predictor_or_loader: Predictor | Callable[[], Predictor], setting
     async def predict(body: PredictRequest) -> Response:
         """Labels (after the saved thresholds and decision rule) and label scores of each text, in order."""
         predictor = service.require_ready()
-        if not predictor_can_label(predictor):
+        if not predictor.model.predicts_labels:
             raise ApiError(409, "no_labels", "this model has no classification head nor kNN index: it only embeds")
         texts = service.check_texts(body.texts)
         job = await service.run(texts, "/v1/predict")

@@ -22,7 +22,7 @@ from labelspace.serve.batching import Job, MicroBatcher, QueueFull, Stopped
 from labelspace.serve.metrics import ServeMetrics
 from labelspace.serve.settings import ServeSettings
 
-__all__ = ["WARM_UP_TEXT", "ApiError", "Service", "TokenCounter", "predictor_can_label"]
+__all__ = ["WARM_UP_TEXT", "ApiError", "Service", "TokenCounter"]
 
 logger = logging.getLogger("labelspace.serve")
 
@@ -64,14 +64,9 @@ class TokenCounter:
         return np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
 
 
-def predictor_can_label(predictor: Predictor) -> bool:
-    """Whether the model predicts labels, not only embeddings (`LabelspaceModel.predicts_labels`)."""
-    return predictor.model.predicts_labels
-
-
 def _infer_function(predictor: Predictor) -> Callable[[list[str]], tuple[Any, Any, Any]]:
     """One forward pass of a batch: scores, embeddings and label lists (scores and labels None without labels)."""
-    if not predictor_can_label(predictor):
+    if not predictor.model.predicts_labels:
 
         def embed_only(texts: list[str]) -> tuple[Any, Any, Any]:
             return None, predictor.encode(texts, batch_size=len(texts), show_progress_bar=False), None
